@@ -1,0 +1,312 @@
+"""The wire contract shared by the sync and async clients: paths, headers, bodies, results.
+
+Everything here is pure (no I/O), so both clients agree byte for byte. ``json``,
+``binascii`` and ``urllib.parse`` are imported inside functions: a handler that imports the
+client pays for them only on its first request, when ``http.client`` has loaded most of
+them anyway.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .errors import (
+    AccessDenied,
+    BadRequest,
+    ExtensionUnavailable,
+    SecretcacheError,
+    SecretNotFound,
+    Throttled,
+    TransformError,
+    Unauthorized,
+    UpstreamError,
+)
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~6 ms at cold start
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any, Literal, TypeAlias
+
+    Transform: TypeAlias = Literal["json", "binary", "auto"]
+    ParameterTransform: TypeAlias = Literal["json", "binary", "auto", "list"]
+
+DEFAULT_PORT = 2773
+PORT_ENV = "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT"
+TOKEN_HEADER = "X-Aws-Parameters-Secrets-Token"
+SECRET_PATH = "/secretsmanager/get"
+PARAMETER_PATH = "/systemsmanager/parameters/get"
+DECRYPT_PATH = "/kms/decrypt"
+
+# AWS's extension answers this (as a 400) until its own init has finished.
+_NOT_READY = b"not ready to serve traffic"
+_SECRET_TRANSFORMS = frozenset({None, "json", "binary", "auto"})
+_PARAMETER_TRANSFORMS = frozenset({None, "json", "binary", "auto", "list"})
+_MAX_MESSAGE = 300
+
+
+def resolve_port(port: int | None) -> int:
+    """The port to use: ``port`` if given, else ``$PARAMETERS_SECRETS_EXTENSION_HTTP_PORT``."""
+    if port is None:
+        raw = os.environ.get(PORT_ENV, "").strip()
+        if not raw:
+            return DEFAULT_PORT
+        try:
+            port = int(raw)
+        except ValueError:
+            raise ValueError(f"{PORT_ENV} must be a port number, got {raw!r}") from None
+    if isinstance(port, bool) or not 1 <= port <= 65535:
+        raise ValueError(f"port must be within 1..65535, got {port!r}")
+    return port
+
+
+def resolve_token(token: str | None) -> str | None:
+    """The token to send: ``token`` if given, else ``$AWS_SESSION_TOKEN``/``$SECRETCACHE_TOKEN``.
+
+    Read per request: the session token can change under SnapStart restores, and an
+    ``os.environ`` lookup costs well under a microsecond.
+    """
+    if token is None:
+        token = os.environ.get("AWS_SESSION_TOKEN") or os.environ.get("SECRETCACHE_TOKEN")
+    if token is not None and not (token.isascii() and token.isprintable()):
+        # http.client would echo the whole value in its ValueError; say why without it.
+        raise Unauthorized("the token contains characters not allowed in an HTTP header")
+    return token
+
+
+def _quote(value: str) -> str:
+    from urllib.parse import quote
+
+    return quote(value, safe="")
+
+
+def _require_name(value: str, what: str) -> None:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{what} must be a non-empty string")
+
+
+def secret_path(
+    secret_id: str, version_id: str | None, version_stage: str | None, refresh: bool
+) -> str:
+    """Path and query of a GetSecretValue read."""
+    _require_name(secret_id, "secret_id")
+    path = f"{SECRET_PATH}?secretId={_quote(secret_id)}"
+    if version_id:
+        path += f"&versionId={_quote(version_id)}"
+    if version_stage:
+        path += f"&versionStage={_quote(version_stage)}"
+    if refresh:
+        path += "&refreshNow=true"
+    return path
+
+
+def parameter_path(
+    name: str, decrypt: bool, version: int | str | None, label: str | None, refresh: bool
+) -> str:
+    """Path and query of a GetParameter read."""
+    _require_name(name, "name")
+    if version is not None and label is not None:
+        raise ValueError("pass version or label, not both")
+    path = f"{PARAMETER_PATH}?name={_quote(name)}"
+    if version is not None:
+        path += f"&version={_quote(str(version))}"
+    if label is not None:
+        path += f"&label={_quote(label)}"
+    path += "&withDecryption=true" if decrypt else "&withDecryption=false"
+    if refresh:
+        path += "&refreshNow=true"
+    return path
+
+
+def decrypt_body(
+    ciphertext: bytes | str,
+    encryption_context: Mapping[str, str] | None,
+    key_id: str | None,
+) -> bytes:
+    """JSON body of a KMS Decrypt; ``str`` ciphertext is taken as already base64-encoded."""
+    import json
+
+    if isinstance(ciphertext, (bytes, bytearray, memoryview)):
+        from binascii import b2a_base64
+
+        blob = b2a_base64(bytes(ciphertext), newline=False).decode("ascii")
+    elif isinstance(ciphertext, str):
+        blob = ciphertext.strip()
+    else:
+        raise TypeError("ciphertext must be bytes or a base64 str")
+    if not blob:
+        raise ValueError("ciphertext must not be empty")
+    body: dict[str, Any] = {"CiphertextBlob": blob}
+    if encryption_context is not None:
+        body["EncryptionContext"] = dict(encryption_context)
+    if key_id is not None:
+        body["KeyId"] = key_id
+    return json.dumps(body, separators=(",", ":")).encode("ascii")
+
+
+def check_transform(transform: str | None, *, parameter: bool) -> None:
+    """Reject an unknown transform before any request is made."""
+    allowed = _PARAMETER_TRANSFORMS if parameter else _SECRET_TRANSFORMS
+    if transform not in allowed:
+        names = ", ".join(sorted(repr(t) for t in allowed if t is not None))
+        raise ValueError(f"transform must be None or one of {names}, got {transform!r}")
+
+
+def is_not_ready(status: int, body: bytes) -> bool:
+    """True for AWS's extension's answer while it is still initialising."""
+    return status == 400 and _NOT_READY in body[:512].lower()
+
+
+def scrub(text: str, token: str | None) -> str:
+    """Make error text safe and short: no token, no control characters, bounded length."""
+    if token and token in text:
+        text = text.replace(token, "<token>")
+    text = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    if len(text) > _MAX_MESSAGE:
+        text = text[: _MAX_MESSAGE - 3] + "..."
+    return text
+
+
+def error_for(status: int, body: bytes, token: str | None) -> SecretcacheError:
+    """The exception for a non-200 answer: ours are JSON, AWS's extension's are plain text."""
+    import json
+
+    error_type: str | None = None
+    message: object = None
+    structured = False
+    if body[:1] == b"{":
+        try:
+            document = json.loads(body)
+        except ValueError:
+            document = None
+        if isinstance(document, dict):
+            raw_type = document.get("errorType") or document.get("__type")
+            if isinstance(raw_type, str) and raw_type:
+                error_type = scrub(raw_type, token)[:100]
+                structured = True
+            message = document.get("message") or document.get("Message")
+    if not isinstance(message, str) or not message:
+        message = body[:4096].decode("utf-8", "replace") if not structured else ""
+    text = scrub(message, token) or f"HTTP {status} from the extension"
+
+    cls: type[SecretcacheError]
+    if status == 401:
+        cls = Unauthorized
+    elif status == 403:
+        cls = AccessDenied
+    elif status == 404:
+        cls = SecretNotFound
+    elif status == 429:
+        cls = Throttled
+    elif status == 400 and not structured:
+        # AWS's extension answers a plain-text 400 for every failure, AWS's or its own.
+        cls = UpstreamError
+    elif 400 <= status < 500:
+        cls = BadRequest
+    else:
+        cls = UpstreamError
+    if status == 401 and token is None:
+        text += " (no token sent: AWS_SESSION_TOKEN and SECRETCACHE_TOKEN are unset)"
+    return cls(text, error_type=error_type, status=status)
+
+
+def parse_success(body: bytes) -> dict[str, Any]:
+    """The JSON object of a 200 answer; a body that is not one is an UpstreamError."""
+    import json
+
+    failed = False
+    document: Any = None
+    try:
+        document = json.loads(body)
+    except ValueError:
+        failed = True
+    # Raised outside the except block so no traceback context holds the body.
+    if failed or not isinstance(document, dict):
+        raise UpstreamError("the extension answered 200 with a body that is not a JSON object")
+    return document
+
+
+def unavailable(reason: str, attempts: int, timeout: float) -> ExtensionUnavailable:
+    """The error raised once start-up retries or the time budget have run out."""
+    tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
+    return ExtensionUnavailable(f"{reason} ({tries} within {timeout:g} s)")
+
+
+def _b64decode(value: str | bytes) -> bytes | None:
+    from binascii import a2b_base64
+
+    try:
+        return a2b_base64(value)
+    except ValueError:
+        return None
+
+
+def _json_loads(value: str | bytes, what: str) -> Any:
+    import json
+
+    position: str | None = None
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        position = f"line {exc.lineno} column {exc.colno}"
+    except ValueError:  # bytes that are not UTF-8
+        position = "not UTF-8 text"
+    # Raised outside the except block: the JSONDecodeError holds the whole value in .doc.
+    raise TransformError(f"{what} is not valid JSON ({position})")
+
+
+def transform_value(value: str | bytes, transform: str | None, name: str, what: str) -> Any:
+    """Apply a Powertools-style transform; ``auto`` picks by the name's suffix."""
+    if transform == "auto":
+        if name.endswith(".json"):
+            transform = "json"
+        elif name.endswith(".binary"):
+            transform = "binary"
+        else:
+            return value
+    if transform is None:
+        return value
+    if transform == "json":
+        return _json_loads(value, what)
+    if transform == "binary":
+        if isinstance(value, bytes):
+            return value  # SecretBinary: already decoded from the wire's base64
+        decoded = _b64decode(value)
+        if decoded is None:
+            raise TransformError(f"{what} is not valid base64")
+        return decoded
+    if transform == "list":
+        text = value.decode("utf-8") if isinstance(value, bytes) else value
+        return text.split(",")
+    raise ValueError(f"unknown transform {transform!r}")
+
+
+def secret_result(document: dict[str, Any], secret_id: str, transform: str | None) -> Any:
+    """SecretString, or SecretBinary decoded to bytes, then transformed."""
+    string = document.get("SecretString")
+    if isinstance(string, str):
+        value: str | bytes = string
+    else:
+        binary = document.get("SecretBinary")
+        decoded = _b64decode(binary) if isinstance(binary, str) else None
+        if decoded is None:
+            raise UpstreamError("the response has neither SecretString nor SecretBinary")
+        value = decoded
+    return transform_value(value, transform, secret_id, f"secret {secret_id!r}")
+
+
+def parameter_result(document: dict[str, Any], name: str, transform: str | None) -> Any:
+    """Parameter.Value, transformed."""
+    parameter = document.get("Parameter")
+    value = parameter.get("Value") if isinstance(parameter, dict) else None
+    if not isinstance(value, str):
+        raise UpstreamError("the response has no Parameter.Value")
+    return transform_value(value, transform, name, f"parameter {name!r}")
+
+
+def plaintext_result(document: dict[str, Any]) -> bytes:
+    """Plaintext of a Decrypt answer, decoded from base64."""
+    plaintext = document.get("Plaintext")
+    decoded = _b64decode(plaintext) if isinstance(plaintext, str) else None
+    if decoded is None:
+        raise UpstreamError("the response has no base64 Plaintext")
+    return decoded
