@@ -1,0 +1,309 @@
+"""AWS calls through aiobotocore: one method per operation, retries with full jitter, error mapping.
+
+The SDK (botocore's import and service models cost ~0.3 s) loads in a background thread so the
+extension can register and listen first; a request that needs AWS before then waits for it.
+Backends know nothing of caching.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from .errors import (
+    AccessDenied,
+    BadRequest,
+    NotFound,
+    SecretcacheError,
+    ServiceUnavailable,
+    Throttled,
+    UpstreamClientError,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from .log import log
+
+SERVICES = ("secretsmanager", "ssm", "kms")
+#: How long a request waits for the SDK to finish loading before giving up.
+SDK_LOAD_WAIT_SECONDS = 30.0
+MAX_ATTEMPTS = 5
+BACKOFF_BASE_SECONDS = 0.05
+BACKOFF_CAP_SECONDS = 1.0
+
+_NOT_FOUND = frozenset(
+    {
+        "ResourceNotFoundException",
+        "ParameterNotFound",
+        "ParameterVersionNotFound",
+        "NotFoundException",
+    }
+)
+_ACCESS = frozenset(
+    {
+        "AccessDeniedException",
+        "AccessDenied",
+        "UnrecognizedClientException",
+        "InvalidClientTokenId",
+        "ExpiredTokenException",
+        "InvalidSignatureException",
+        "KMSAccessDeniedException",
+    }
+)
+_THROTTLE = frozenset(
+    {
+        "ThrottlingException",
+        "Throttling",
+        "TooManyRequestsException",
+        "ThrottledException",
+        "RequestLimitExceeded",
+        "LimitExceededException",
+    }
+)
+_BAD_REQUEST = frozenset(
+    {
+        "ValidationException",
+        "InvalidParameterException",
+        "InvalidRequestException",
+        "InvalidCiphertextException",
+        "IncorrectKeyException",
+        "InvalidKeyUsageException",
+        "InvalidGrantTokenException",
+        "DisabledException",
+        "KMSInvalidStateException",
+        "InvalidKeyId",
+        "ParameterVersionLabelLimitExceeded",
+        "UnsupportedOperationException",
+    }
+)
+_MAX_MESSAGE = 300
+
+
+def classify(exc: BaseException, service: str) -> SecretcacheError:
+    """Map an SDK or transport exception to our error; the message holds no request data."""
+    if isinstance(exc, SecretcacheError):
+        return exc
+    if isinstance(exc, asyncio.TimeoutError):
+        return UpstreamTimeout(f"{service} did not answer in time")
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict) and "Error" in response:
+        error = response.get("Error") or {}
+        code = str(error.get("Code") or "UnknownError")
+        aws_message = str(error.get("Message") or "")[:_MAX_MESSAGE]
+        status = int((response.get("ResponseMetadata") or {}).get("HTTPStatusCode") or 0)
+        message = f"{service}: {code}" + (f": {aws_message}" if aws_message else "")
+        if code in _NOT_FOUND:
+            return NotFound(message, error_type=code)
+        if code in _ACCESS:
+            return AccessDenied(message, error_type=code)
+        if code in _THROTTLE or status == 429:
+            return Throttled(message, error_type=code)
+        if code in _BAD_REQUEST:
+            return BadRequest(message, error_type=code)
+        if status >= 500 or status == 0:
+            return UpstreamError(message, error_type=code)
+        return UpstreamClientError(message, error_type=code)
+    name = type(exc).__name__
+    if name in ("ReadTimeoutError", "ConnectTimeoutError", "ServerTimeoutError"):
+        return UpstreamTimeout(f"{service} did not answer in time ({name})")
+    if name == "ParamValidationError":
+        return BadRequest(f"{service}: the request is not valid for the AWS API", error_type=name)
+    if name in ("NoCredentialsError", "PartialCredentialsError", "NoRegionError"):
+        return UpstreamClientError(
+            f"{service}: {name}: check the function's AWS configuration", error_type=name
+        )
+    # Connection refused/reset, truncated responses, DNS: all transient transport failures.
+    return UpstreamError(f"{service} is unreachable ({name})", error_type="UpstreamUnavailable")
+
+
+class AwsBackends:
+    """aiobotocore clients for Secrets Manager, SSM and KMS, loaded off the start-up path."""
+
+    def __init__(
+        self,
+        *,
+        max_connections: int,
+        timeouts: dict[str, float],
+        region: str | None = None,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self._max_connections = max_connections
+        self._timeouts = timeouts
+        self._rand = rand
+        self._region = region
+        self._session: Any = None
+        self._clients: dict[str, Any] = {}
+        self._client_contexts: list[Any] = []
+        self._semaphores = {s: asyncio.Semaphore(max_connections) for s in SERVICES}
+        self._ready: asyncio.Future[None] | None = None
+        self._create_lock = asyncio.Lock()
+        self.load_error: str | None = None
+        self.latency_observer: Callable[[str, float], None] | None = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._ready is not None and self._ready.done() and self.load_error is None
+
+    def start_loading(self) -> None:
+        """Import aiobotocore and read the service models in a thread; returns at once."""
+        loop = asyncio.get_running_loop()
+        self._ready = loop.create_future()
+        ready = self._ready
+
+        def finish(error: str | None) -> None:
+            self.load_error = error
+            if not ready.done():
+                ready.set_result(None)
+
+        def load() -> None:
+            try:
+                from aiobotocore.session import get_session
+
+                session = get_session()
+                # Parse the JSON models now, off the event loop; clients reuse the loader's cache.
+                loader = session.get_component("data_loader")
+                for service in SERVICES:
+                    for kind in ("service-2", "endpoint-rule-set-1"):
+                        loader.load_service_model(service, kind)
+                loader.load_data("partitions")
+                self._session = session
+                error = None
+            except Exception as exc:  # reported to every request that needs AWS
+                error = f"{type(exc).__name__}"
+            loop.call_soon_threadsafe(finish, error)
+
+        threading.Thread(target=load, name="secretcache-sdk-loader", daemon=True).start()
+
+    async def wait_loaded(self, timeout: float = SDK_LOAD_WAIT_SECONDS) -> None:
+        if self._ready is None:
+            self.start_loading()
+        assert self._ready is not None
+        try:
+            await asyncio.wait_for(asyncio.shield(self._ready), timeout)
+        except asyncio.TimeoutError:
+            raise ServiceUnavailable("the AWS SDK is still loading") from None
+        if self.load_error is not None:
+            raise ServiceUnavailable(f"the AWS SDK failed to load ({self.load_error})")
+
+    async def _client(self, service: str) -> Any:
+        client = self._clients.get(service)
+        if client is not None:
+            return client
+        await self.wait_loaded()
+        async with self._create_lock:
+            client = self._clients.get(service)
+            if client is None:
+                from aiobotocore.config import AioConfig
+
+                timeout = self._timeouts[service]
+                config = AioConfig(
+                    max_pool_connections=self._max_connections,
+                    connect_timeout=timeout,
+                    read_timeout=timeout,
+                    retries={"max_attempts": 1, "mode": "standard"},
+                )
+                context = self._session.create_client(
+                    service, region_name=self._region, config=config
+                )
+                try:
+                    client = await context.__aenter__()
+                except Exception as exc:
+                    raise classify(exc, service) from None
+                self._client_contexts.append(context)
+                self._clients[service] = client
+        return client
+
+    async def warm(self) -> None:
+        """Create every client once the SDK is loaded (so the first miss pays only the call)."""
+        try:
+            for service in SERVICES:
+                await self._client(service)
+        except Exception as exc:
+            log.warn("sdk.warm_failed", error=type(exc).__name__)
+
+    async def call(self, service: str, operation: str, params: dict[str, Any]) -> dict[str, Any]:
+        """One AWS operation, retried on transient errors within the service's timeout."""
+        client = await self._client(service)
+        method = getattr(client, operation)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeouts[service]
+        semaphore = self._semaphores[service]
+        attempt = 0
+        while True:
+            remaining = deadline - loop.time()
+            started = loop.time()
+            try:
+                if remaining <= 0:
+                    raise asyncio.TimeoutError
+                result: dict[str, Any] = await asyncio.wait_for(
+                    self._limited(semaphore, method, params), remaining
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                error = classify(exc, service)
+                attempt += 1
+                if (
+                    not error.transient
+                    or isinstance(error, UpstreamTimeout)
+                    or attempt >= MAX_ATTEMPTS
+                ):
+                    raise error from None
+                backoff = self._rand() * min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2**attempt)
+                if loop.time() + backoff >= deadline:
+                    raise error from None
+                log.debug(
+                    "upstream.retry",
+                    service=service,
+                    operation=operation,
+                    errorType=error.error_type,
+                    attempt=attempt,
+                )
+                await asyncio.sleep(backoff)
+                continue
+            if self.latency_observer is not None:
+                self.latency_observer(service, loop.time() - started)
+            return result
+
+    @staticmethod
+    async def _limited(semaphore: asyncio.Semaphore, method: Any, params: dict[str, Any]) -> Any:
+        async with semaphore:
+            return await method(**params)
+
+    async def close(self) -> None:
+        for context in self._client_contexts:
+            try:
+                await context.__aexit__(None, None, None)
+            except Exception as exc:
+                log.debug("sdk.close_failed", error=type(exc).__name__)
+        self._client_contexts.clear()
+        self._clients.clear()
+
+    # One function per AWS operation -------------------------------------------------------
+
+    async def get_secret_value(
+        self, secret_id: str, version_id: str | None, version_stage: str | None
+    ) -> dict[str, Any]:
+        params: dict[str, Any] = {"SecretId": secret_id}
+        if version_id:
+            params["VersionId"] = version_id
+        if version_stage:
+            params["VersionStage"] = version_stage
+        return await self.call("secretsmanager", "get_secret_value", params)
+
+    async def get_parameter(self, name: str, with_decryption: bool) -> dict[str, Any]:
+        return await self.call(
+            "ssm", "get_parameter", {"Name": name, "WithDecryption": with_decryption}
+        )
+
+    async def decrypt(
+        self, ciphertext: bytes, encryption_context: dict[str, str] | None, key_id: str | None
+    ) -> dict[str, Any]:
+        params: dict[str, Any] = {"CiphertextBlob": ciphertext}
+        if encryption_context:
+            params["EncryptionContext"] = encryption_context
+        if key_id:
+            params["KeyId"] = key_id
+        return await self.call("kms", "decrypt", params)

@@ -1,0 +1,185 @@
+"""Environment variables -> one frozen, validated Config.
+
+This is the only module that interprets the environment. Names and defaults follow AWS's
+Parameters and Secrets Lambda Extension; our additions start with SECRETCACHE_.
+An invalid value raises ConfigError naming the variable and the value, never a silent fallback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+MAX_TTL_SECONDS = 86_400
+#: Total time for one upstream request when the *_TIMEOUT_MILLIS variables are 0 (the SDK default).
+DEFAULT_UPSTREAM_TIMEOUT_SECONDS = 5.0
+LOG_LEVELS = ("debug", "info", "warn", "error", "none")
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
+
+
+class ConfigError(ValueError):
+    """A configuration variable holds a value we refuse to guess about."""
+
+    def __init__(self, variable: str, value: str | None, reason: str) -> None:
+        shown = (
+            "<unset>" if value is None else repr(value if len(value) <= 64 else value[:64] + "...")
+        )
+        super().__init__(f"{variable}={shown}: {reason}")
+        self.variable = variable
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Everything the extension needs to know, validated once at start."""
+
+    port: int = 2773
+    cache_enabled: bool = True
+    cache_size: int = 1000
+    cache_max_bytes: int = 16 * 1024 * 1024
+    max_connections: int = 3
+    log_level: str = "info"
+    secrets_manager_ttl: int = 300
+    ssm_ttl: int = 300
+    kms_ttl: int = 300
+    secrets_manager_timeout: float = DEFAULT_UPSTREAM_TIMEOUT_SECONDS
+    ssm_timeout: float = DEFAULT_UPSTREAM_TIMEOUT_SECONDS
+    kms_timeout: float = DEFAULT_UPSTREAM_TIMEOUT_SECONDS
+    max_stale_seconds: int = 3600
+    not_found_ttl: int = 0
+    max_client_connections: int = 256
+    token: str = field(default="", repr=False)
+    token_source: str = "AWS_SESSION_TOKEN"
+    lambda_runtime_api: str | None = None
+    function_name: str | None = None
+    #: AWS_REGION (set by Lambda) or AWS_DEFAULT_REGION; None lets the SDK decide.
+    region: str | None = None
+
+    @property
+    def in_lambda(self) -> bool:
+        return self.lambda_runtime_api is not None
+
+    def describe(self) -> dict[str, object]:
+        """The effective configuration for the start-up log line: no token, no values."""
+        return {
+            "port": self.port,
+            "cacheEnabled": self.cache_enabled,
+            "cacheSize": self.cache_size,
+            "cacheMaxBytes": self.cache_max_bytes,
+            "maxConnections": self.max_connections,
+            "logLevel": self.log_level,
+            "ttlSeconds": {
+                "secretsmanager": self.secrets_manager_ttl,
+                "ssm": self.ssm_ttl,
+                "kms": self.kms_ttl,
+            },
+            "timeoutSeconds": {
+                "secretsmanager": self.secrets_manager_timeout,
+                "ssm": self.ssm_timeout,
+                "kms": self.kms_timeout,
+            },
+            "maxStaleSeconds": self.max_stale_seconds,
+            "notFoundTtlSeconds": self.not_found_ttl,
+            "maxClientConnections": self.max_client_connections,
+            "tokenSource": self.token_source,
+            "mode": "lambda" if self.in_lambda else "standalone",
+        }
+
+
+def _raw(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name)
+    if value is None or value.strip() == "":
+        return None
+    return value.strip()
+
+
+def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    raw = _raw(env, name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw, 10)
+    except ValueError:
+        raise ConfigError(name, env.get(name), "must be a whole number") from None
+    if not lo <= value <= hi:
+        raise ConfigError(name, env.get(name), f"must be between {lo} and {hi}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = _raw(env, name)
+    if raw is None:
+        return default
+    low = raw.lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise ConfigError(name, env.get(name), "must be true or false")
+
+
+def _timeout(env: Mapping[str, str], name: str) -> float:
+    millis = _int(env, name, 0, 0, 600_000)
+    return DEFAULT_UPSTREAM_TIMEOUT_SECONDS if millis == 0 else millis / 1000.0
+
+
+def _token(env: Mapping[str, str]) -> tuple[str, str]:
+    for name in ("AWS_SESSION_TOKEN", "SECRETCACHE_TOKEN"):
+        raw = _raw(env, name)
+        if raw is not None:
+            return raw, name
+    path = _raw(env, "SECRETCACHE_TOKEN_FILE")
+    if path is not None:
+        try:
+            with open(path, encoding="utf-8") as f:
+                token = f.read().strip()
+        except OSError as exc:
+            raise ConfigError(
+                "SECRETCACHE_TOKEN_FILE", path, f"cannot be read ({exc.strerror})"
+            ) from None
+        if not token:
+            raise ConfigError("SECRETCACHE_TOKEN_FILE", path, "the file is empty")
+        return token, "SECRETCACHE_TOKEN_FILE"
+    raise ConfigError(
+        "AWS_SESSION_TOKEN",
+        None,
+        "no token to check requests against: set AWS_SESSION_TOKEN, SECRETCACHE_TOKEN "
+        "or SECRETCACHE_TOKEN_FILE",
+    )
+
+
+def load_config(env: Mapping[str, str]) -> Config:
+    """Build and validate the configuration from an environment mapping."""
+    level_raw = _raw(env, "PARAMETERS_SECRETS_EXTENSION_LOG_LEVEL")
+    level = "info" if level_raw is None else level_raw.lower()
+    if level == "warning":
+        level = "warn"
+    if level not in LOG_LEVELS:
+        raise ConfigError(
+            "PARAMETERS_SECRETS_EXTENSION_LOG_LEVEL",
+            env.get("PARAMETERS_SECRETS_EXTENSION_LOG_LEVEL"),
+            "must be one of debug, info, warn, error, none",
+        )
+    token, token_source = _token(env)
+    return Config(
+        port=_int(env, "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT", 2773, 1, 65535),
+        cache_enabled=_bool(env, "PARAMETERS_SECRETS_EXTENSION_CACHE_ENABLED", True),
+        cache_size=_int(env, "PARAMETERS_SECRETS_EXTENSION_CACHE_SIZE", 1000, 0, 1_000_000),
+        cache_max_bytes=_int(env, "SECRETCACHE_CACHE_MAX_BYTES", 16 * 1024 * 1024, 0, 2**40),
+        max_connections=_int(env, "PARAMETERS_SECRETS_EXTENSION_MAX_CONNECTIONS", 3, 1, 1000),
+        log_level=level,
+        secrets_manager_ttl=_int(env, "SECRETS_MANAGER_TTL", 300, 0, MAX_TTL_SECONDS),
+        ssm_ttl=_int(env, "SSM_PARAMETER_STORE_TTL", 300, 0, MAX_TTL_SECONDS),
+        kms_ttl=_int(env, "SECRETCACHE_KMS_TTL", 300, 0, MAX_TTL_SECONDS),
+        secrets_manager_timeout=_timeout(env, "SECRETS_MANAGER_TIMEOUT_MILLIS"),
+        ssm_timeout=_timeout(env, "SSM_PARAMETER_STORE_TIMEOUT_MILLIS"),
+        kms_timeout=_timeout(env, "SECRETCACHE_KMS_TIMEOUT_MILLIS"),
+        max_stale_seconds=_int(env, "SECRETCACHE_MAX_STALE_SECONDS", 3600, 0, 7 * MAX_TTL_SECONDS),
+        not_found_ttl=_int(env, "SECRETCACHE_NOT_FOUND_TTL", 0, 0, MAX_TTL_SECONDS),
+        max_client_connections=_int(env, "SECRETCACHE_MAX_CLIENT_CONNECTIONS", 256, 1, 65535),
+        token=token,
+        token_source=token_source,
+        lambda_runtime_api=_raw(env, "AWS_LAMBDA_RUNTIME_API"),
+        function_name=_raw(env, "AWS_LAMBDA_FUNCTION_NAME"),
+        region=_raw(env, "AWS_REGION") or _raw(env, "AWS_DEFAULT_REGION"),
+    )

@@ -1,0 +1,98 @@
+"""Error hierarchy: each error knows its HTTP status and errorType; rendered in one place.
+
+Messages are written by us from identifiers and AWS error codes, never from request bodies or
+values, so no error text can carry a secret.
+"""
+
+from __future__ import annotations
+
+import json
+
+
+class SecretcacheError(Exception):
+    """Base of every error a client can see."""
+
+    status: int = 500
+    error_type: str = "InternalError"
+    #: Whether a retry (or a stale value) may help: throttling, 5xx, timeouts, connection failures.
+    transient: bool = False
+
+    def __init__(self, message: str, *, error_type: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if error_type is not None:
+            self.error_type = error_type
+
+    def to_body(self) -> bytes:
+        """The JSON body sent to the client."""
+        return json.dumps({"errorType": self.error_type, "message": self.message}).encode()
+
+
+class BadRequest(SecretcacheError):
+    status = 400
+    error_type = "BadRequest"
+
+
+class Unauthorized(SecretcacheError):
+    status = 401
+    error_type = "Unauthorized"
+
+
+class Forbidden(SecretcacheError):
+    """Refused by us (e.g. a foreign Host header), not by AWS."""
+
+    status = 403
+    error_type = "Forbidden"
+
+
+class AccessDenied(SecretcacheError):
+    status = 403
+    error_type = "AccessDeniedException"
+
+
+class NotFound(SecretcacheError):
+    status = 404
+    error_type = "NotFound"
+
+
+class MethodNotAllowed(SecretcacheError):
+    status = 405
+    error_type = "MethodNotAllowed"
+
+
+class PayloadTooLarge(SecretcacheError):
+    status = 413
+    error_type = "PayloadTooLarge"
+
+
+class Throttled(SecretcacheError):
+    status = 429
+    error_type = "ThrottlingException"
+    transient = True
+
+
+class UpstreamError(SecretcacheError):
+    status = 502
+    error_type = "UpstreamError"
+    transient = True
+
+
+class UpstreamClientError(SecretcacheError):
+    """AWS rejected the request for a reason a retry will not fix (e.g. DecryptionFailure)."""
+
+    status = 502
+    error_type = "UpstreamError"
+
+
+class UpstreamTimeout(SecretcacheError):
+    status = 504
+    error_type = "UpstreamTimeout"
+    transient = True
+
+
+class ServiceUnavailable(SecretcacheError):
+    """We are shutting down or the AWS SDK failed to load."""
+
+    status = 503
+    error_type = "ServiceUnavailable"
+    transient = True

@@ -1,0 +1,265 @@
+"""Process lifecycle: bind, register, serve, follow Lambda's events, shut down in time.
+
+Start-up order keeps the cold start short (design.md section 2): standard library only until
+registered; the listening socket is bound before registering so a handler's early request waits
+in the backlog; aiohttp is imported after registering and the AWS SDK loads in the background.
+Without AWS_LAMBDA_RUNTIME_API it runs standalone until SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from .extensions_api import ExtensionsApiClient
+from .log import log
+from .vendored import add_vendored_paths
+
+PORT_VARIABLE = "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT"
+LISTEN_BACKLOG = 1024
+#: Time kept in hand before Lambda's SHUTDOWN deadline, for flushing logs and exiting.
+SHUTDOWN_MARGIN_SECONDS = 0.3
+MAX_SHUTDOWN_SECONDS = 1.0
+
+
+def _early_port(env: Mapping[str, str]) -> int | None:
+    """The port, parsed without the config module so binding happens before registering."""
+    raw = (env.get(PORT_VARIABLE) or "").strip() or "2773"
+    if raw.isdigit() and 1 <= int(raw) <= 65535:
+        return int(raw)
+    return None
+
+
+def bind_loopback(port: int) -> socket.socket:
+    """Listen on 127.0.0.1 only (never 0.0.0.0) before anything else can ask."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", port))
+        sock.listen(LISTEN_BACKLOG)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+def _parse_name(argv: list[str]) -> str:
+    if "--name" in argv:
+        index = argv.index("--name")
+        if index + 1 < len(argv) and argv[index + 1]:
+            return argv[index + 1]
+    return os.path.basename(sys.argv[0]) if sys.argv[0] not in ("", "-m", "-c") else "secretcache"
+
+
+def _fail(api: ExtensionsApiClient | None, error_type: str, message: str) -> int:
+    """Report a start-up failure the way Lambda shows it, then exit non-zero."""
+    log.error("init.failed", errorType=error_type, message=message)
+    sys.stderr.write(f"secretcache: {message}\n")
+    if api is not None:
+        try:
+            api.init_error(error_type, message)
+        except Exception as exc:
+            sys.stderr.write(
+                f"secretcache: could not report the init error ({type(exc).__name__})\n"
+            )
+    return 1
+
+
+def main(argv: list[str], env: Mapping[str, str] | None = None) -> int:
+    """Run the extension; returns the process exit status."""
+    started = time.monotonic()
+    env = os.environ if env is None else env
+    name = _parse_name(argv)
+    runtime_api = (env.get("AWS_LAMBDA_RUNTIME_API") or "").strip() or None
+    api = ExtensionsApiClient(runtime_api) if runtime_api else None
+
+    unsupported = add_vendored_paths()
+    port = _early_port(env)
+    sock: socket.socket | None = None
+    bind_error: OSError | None = None
+    if port is not None:
+        try:
+            sock = bind_loopback(port)
+        except OSError as exc:
+            bind_error = exc
+    if api is not None:
+        try:
+            api.register(name)
+        except Exception as exc:
+            sys.stderr.write(f"secretcache: registration failed ({exc})\n")
+            return 1
+    registered = time.monotonic()
+
+    if unsupported is not None:
+        return _fail(api, "Extension.UnsupportedRuntime", unsupported)
+    from .config import ConfigError, load_config
+
+    try:
+        config = load_config(env)
+    except ConfigError as exc:
+        return _fail(api, "Extension.ConfigInvalid", str(exc))
+    log.set_level(config.log_level)
+    log.never_print(config.token)
+    if sock is None:
+        reason = bind_error.strerror if bind_error is not None else "invalid port"
+        return _fail(
+            api, "Extension.PortUnavailable", f"cannot listen on 127.0.0.1:{port}: {reason}"
+        )
+
+    import asyncio
+
+    try:
+        return asyncio.run(_serve(config, sock, api, name, started, registered))
+    except Exception as exc:
+        message = f"the extension stopped unexpectedly ({type(exc).__name__})"
+        log.error("extension.crashed", error=type(exc).__name__)
+        if api is not None:
+            try:
+                api.exit_error("Extension.Crashed", message)
+            except Exception:
+                log.error("exit_error.report_failed")
+        return 1
+
+
+async def _serve(
+    config: Any,
+    sock: socket.socket,
+    api: ExtensionsApiClient | None,
+    name: str,
+    started: float,
+    registered: float,
+) -> int:
+    import asyncio
+    import signal
+
+    from aiohttp import web
+
+    from .backends import AwsBackends
+    from .cache import TtlCache
+    from .server import STATE, make_app
+
+    loop = asyncio.get_running_loop()
+
+    def on_stale(key: Any, error: Any, age: float) -> None:
+        log.warn(
+            "cache.stale_served",
+            service=key.service,
+            errorType=error.error_type,
+            ageSeconds=round(age, 1),
+        )
+
+    cache = TtlCache(
+        max_entries=config.cache_size if config.cache_enabled else 0,
+        max_bytes=config.cache_max_bytes,
+        max_stale=config.max_stale_seconds,
+        on_stale=on_stale,
+    )
+    backends = AwsBackends(
+        max_connections=config.max_connections,
+        timeouts={
+            "secretsmanager": config.secrets_manager_timeout,
+            "ssm": config.ssm_timeout,
+            "kms": config.kms_timeout,
+        },
+        region=config.region,
+    )
+    backends.start_loading()
+    app = make_app(config, cache, backends)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.25)
+    await runner.setup()
+    site = web.SockSite(runner, sock, backlog=LISTEN_BACKLOG)
+    await site.start()
+    listening = time.monotonic()
+    log.info(
+        "extension.started",
+        name=name,
+        config=config.describe(),
+        msToRegister=round((registered - started) * 1000, 1),
+        msToListen=round((listening - started) * 1000, 1),
+    )
+
+    async def load_sdk() -> None:
+        try:
+            await backends.wait_loaded()
+        except Exception as exc:
+            log.error("sdk.load_failed", error=type(exc).__name__)
+            return
+        await backends.warm()
+        log.info("sdk.loaded", msSinceStart=round((time.monotonic() - started) * 1000, 1))
+
+    sdk_task = loop.create_task(load_sdk())
+    stop = asyncio.Event()
+    shutdown_deadline: list[float] = []
+    failure: list[str] = []
+
+    if api is not None:
+
+        def on_event(event: dict[str, Any]) -> None:
+            kind = str(event.get("eventType", "")).upper()
+            if kind == "SHUTDOWN":
+                deadline_ms = event.get("deadlineMs")
+                if isinstance(deadline_ms, (int, float)):
+                    shutdown_deadline.append(deadline_ms / 1000.0)
+                log.info("extension.shutdown", reason=str(event.get("shutdownReason", "")).lower())
+                stop.set()
+            else:
+                log.debug("extension.invoke")
+
+        def on_failure(message: str) -> None:
+            failure.append(message)
+            stop.set()
+
+        def follow_events() -> None:
+            first = True
+            while True:
+                try:
+                    event = api.next_event()
+                except Exception as exc:
+                    loop.call_soon_threadsafe(
+                        on_failure, f"event/next failed ({type(exc).__name__})"
+                    )
+                    return
+                if first:
+                    first = False
+                loop.call_soon_threadsafe(on_event, event)
+                if str(event.get("eventType", "")).upper() == "SHUTDOWN":
+                    return
+
+        threading.Thread(target=follow_events, name="secretcache-events", daemon=True).start()
+    else:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+
+    await stop.wait()
+    app[STATE].closing = True
+    budget = MAX_SHUTDOWN_SECONDS
+    if shutdown_deadline:
+        budget = min(
+            budget, max(0.05, shutdown_deadline[0] - time.time() - SHUTDOWN_MARGIN_SECONDS)
+        )
+    sdk_task.cancel()
+    try:
+        await asyncio.wait_for(_close(runner, cache, backends), budget)
+    except (asyncio.TimeoutError, Exception) as exc:
+        log.warn("extension.shutdown_incomplete", error=type(exc).__name__)
+    if failure:
+        if api is not None:
+            try:
+                api.exit_error("Extension.EventLoopFailed", failure[0])
+            except Exception:
+                log.error("exit_error.report_failed")
+        return 1
+    log.info("extension.stopped")
+    return 0
+
+
+async def _close(runner: Any, cache: Any, backends: Any) -> None:
+    await runner.cleanup()
+    await cache.close()
+    await backends.close()

@@ -1,0 +1,44 @@
+"""Shared fixtures: moto server (session) and the extension as a real process (per test)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.support.extension_process import ExtensionProcess
+from tests.support.moto_server import MotoServer
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    server = MotoServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def unique() -> str:
+    """A prefix that keeps one test's AWS resources apart from another's on the shared moto."""
+    return "t" + uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def start_extension(moto_server: MotoServer) -> Iterator[Callable[..., ExtensionProcess]]:
+    """Factory: start_extension(**env) -> a running extension pointed at moto."""
+    started: list[ExtensionProcess] = []
+
+    def start(wait: bool = True, **env: str) -> ExtensionProcess:
+        process = ExtensionProcess({**moto_server.env(), **env})
+        started.append(process)
+        return process.start(wait=wait)
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture
+def extension(start_extension: Callable[..., ExtensionProcess]) -> ExtensionProcess:
+    return start_extension()

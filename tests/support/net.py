@@ -1,0 +1,60 @@
+"""Loopback ports and a tiny blocking HTTP helper for tests."""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import time
+from dataclasses import dataclass, field
+
+
+def free_port() -> int:
+    """A port that was free on 127.0.0.1 a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class HttpResult:
+    status: int
+    headers: dict[str, str]
+    body: bytes = field(repr=False)
+
+    def json(self) -> object:
+        import json
+
+        return json.loads(self.body)
+
+
+def http_request(
+    port: int,
+    method: str,
+    path: str,
+    *,
+    headers: dict[str, str] | None = None,
+    body: bytes | None = None,
+    timeout: float = 15.0,
+) -> HttpResult:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        data = response.read()
+        return HttpResult(response.status, {k.lower(): v for k, v in response.getheaders()}, data)
+    finally:
+        conn.close()
+
+
+def wait_for_http(port: int, path: str, timeout: float = 15.0) -> None:
+    """Poll until something answers HTTP on the port (any status)."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            http_request(port, "GET", path, timeout=2.0)
+            return
+        except OSError as exc:
+            last = exc
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing answered on 127.0.0.1:{port}{path} within {timeout}s: {last}")
