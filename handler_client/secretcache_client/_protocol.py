@@ -240,6 +240,16 @@ def _b64decode(value: str | bytes) -> bytes | None:
         return None
 
 
+def _b64decode_strict(value: str) -> bytes | None:
+    """Decode user data, rejecting anything but base64 (whitespace such as line breaks aside)."""
+    from base64 import b64decode
+
+    try:
+        return b64decode("".join(value.split()), validate=True)
+    except ValueError:
+        return None
+
+
 def _json_loads(value: str | bytes, what: str) -> Any:
     import json
 
@@ -270,7 +280,7 @@ def transform_value(value: str | bytes, transform: str | None, name: str, what: 
     if transform == "binary":
         if isinstance(value, bytes):
             return value  # SecretBinary: already decoded from the wire's base64
-        decoded = _b64decode(value)
+        decoded = _b64decode_strict(value)
         if decoded is None:
             raise TransformError(f"{what} is not valid base64")
         return decoded

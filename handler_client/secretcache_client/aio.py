@@ -17,7 +17,7 @@ import os
 import time
 
 from . import _protocol as proto
-from .client import backoff
+from .client import _MIN_ATTEMPT, backoff
 from .errors import (
     AccessDenied,
     BadRequest,
@@ -371,8 +371,10 @@ class AsyncClient:
                         return proto.parse_success(data)
                     raise proto.error_for(status, data, token)
                 reason = "the extension is not ready to serve traffic"
-            delay = min(backoff(attempts), deadline - time.monotonic())
-            if delay <= 0 or (self.retries is not None and attempts > self.retries):
+            delay = backoff(attempts)
+            # Give up rather than start an attempt with too little time left to finish it.
+            out_of_time = time.monotonic() + delay + _MIN_ATTEMPT >= deadline
+            if out_of_time or (self.retries is not None and attempts > self.retries):
                 raise proto.unavailable(reason, attempts, self.timeout)
             await asyncio.sleep(delay)
 

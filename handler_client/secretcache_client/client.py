@@ -24,6 +24,7 @@ __all__ = ["Client"]
 
 _FIRST_BACKOFF = 0.005
 _MAX_BACKOFF = 0.1
+_MIN_ATTEMPT = 0.01
 
 
 class _Refused(Exception):
@@ -263,8 +264,10 @@ class Client:
                         return proto.parse_success(data)
                     raise proto.error_for(status, data, token)
                 reason = "the extension is not ready to serve traffic"
-            delay = min(backoff(attempts), deadline - time.monotonic())
-            if delay <= 0 or (self.retries is not None and attempts > self.retries):
+            delay = backoff(attempts)
+            # Give up rather than start an attempt with too little time left to finish it.
+            out_of_time = time.monotonic() + delay + _MIN_ATTEMPT >= deadline
+            if out_of_time or (self.retries is not None and attempts > self.retries):
                 raise proto.unavailable(reason, attempts, self.timeout)
             time.sleep(delay)
 
