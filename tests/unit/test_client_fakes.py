@@ -147,6 +147,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # the default 5 drops SYNs when many clients connect at once
     fake: FakeExtension
 
     def handle_error(self, request: Any, client_address: Any) -> None:
