@@ -534,8 +534,9 @@ def test_import_loads_no_heavy_modules() -> None:
 
 
 def test_module_functions_are_bound_to_the_default_client() -> None:
-    assert secretcache_client.get_secret.__self__ is secretcache_client.default_client
-    assert secretcache_client.kms_decrypt.__self__ is secretcache_client.default_client
+    for name in ("get_secret", "get_secret_value", "get_parameter", "kms_decrypt"):
+        bound = getattr(secretcache_client, name)
+        assert bound.__self__ is secretcache_client.default_client
 
 
 def test_request_records_are_complete(fake: FakeExtension, client: Client) -> None:
