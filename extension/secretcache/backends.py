@@ -307,3 +307,41 @@ class AwsBackends:
         if key_id:
             params["KeyId"] = key_id
         return await self.call("kms", "decrypt", params)
+
+    async def get_parameters(self, names: list[str], with_decryption: bool) -> dict[str, Any]:
+        """GetParameters for at most 10 names (AWS's limit per call)."""
+        return await self.call(
+            "ssm", "get_parameters", {"Names": names, "WithDecryption": with_decryption}
+        )
+
+    async def get_parameters_by_path(
+        self, path: str, recursive: bool, with_decryption: bool
+    ) -> list[dict[str, Any]]:
+        """Every page of GetParametersByPath, within one service timeout in total."""
+
+        async def all_pages() -> list[dict[str, Any]]:
+            parameters: list[dict[str, Any]] = []
+            params: dict[str, Any] = {
+                "Path": path,
+                "Recursive": recursive,
+                "WithDecryption": with_decryption,
+                "MaxResults": 10,
+            }
+            while True:
+                page = await self.call("ssm", "get_parameters_by_path", params)
+                parameters.extend(page.get("Parameters") or [])
+                token = page.get("NextToken")
+                if not token:
+                    return parameters
+                params["NextToken"] = token
+
+        try:
+            return await asyncio.wait_for(all_pages(), self._timeouts["ssm"])
+        except asyncio.TimeoutError:
+            raise UpstreamTimeout("ssm did not return every page of the path in time") from None
+
+    async def batch_get_secret_value(self, secret_ids: list[str]) -> dict[str, Any]:
+        """BatchGetSecretValue for at most 20 ids (AWS's limit per call)."""
+        return await self.call(
+            "secretsmanager", "batch_get_secret_value", {"SecretIdList": secret_ids}
+        )

@@ -243,8 +243,13 @@ class TtlCache:
         return entry
 
     async def _call(self, key: CacheKey, load: Loader) -> bytes:
-        self.service_stats(key.service).upstream_calls += 1
-        return await load()
+        stats = self.service_stats(key.service)
+        stats.upstream_calls += 1
+        try:
+            return await load()
+        except SecretcacheError as exc:
+            stats.upstream_errors[exc.error_type] = stats.upstream_errors.get(exc.error_type, 0) + 1
+            raise
 
     async def _single_flight(
         self, key: CacheKey, load: Loader, ttl: float, not_found_ttl: float
@@ -298,6 +303,11 @@ class TtlCache:
         finally:
             if self._inflight.get(key) is future:
                 del self._inflight[key]
+
+    def put(self, key: CacheKey, body: bytes, ttl: float) -> None:
+        """Store a body loaded elsewhere (a batch read fills single-item entries)."""
+        if self.enabled and ttl > 0:
+            self._store(key, body, None, ttl)
 
     def _refresh_in_background(self, key: CacheKey, load: Loader, ttl: float) -> None:
         self.service_stats(key.service).refreshes += 1

@@ -29,6 +29,32 @@ class ConfigError(ValueError):
         self.variable = variable
 
 
+PREFETCH_KINDS = ("sm", "ssm", "ssmpath", "kms")
+
+
+@dataclass(frozen=True, slots=True)
+class PrefetchItem:
+    """One entry of SECRETCACHE_PREFETCH: what to warm before reporting ready.
+
+    `target` is a secret id, a parameter name, a path, or (kms) the name of the environment
+    variable whose base64 ciphertext is in `ciphertext`.
+    """
+
+    kind: str
+    target: str
+    decrypt: bool = False
+    selector: str = ""
+    recursive: bool = False
+    version_id: str | None = None
+    version_stage: str | None = None
+    ciphertext: str = field(default="", repr=False)
+
+    @property
+    def label(self) -> str:
+        """How logs and init errors name the item (never a value)."""
+        return f"{self.kind}:{self.target}"
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """Everything the extension needs to know, validated once at start."""
@@ -54,6 +80,11 @@ class Config:
     function_name: str | None = None
     #: AWS_REGION (set by Lambda) or AWS_DEFAULT_REGION; None lets the SDK decide.
     region: str | None = None
+    prefetch: tuple[PrefetchItem, ...] = ()
+    prefetch_required: bool = False
+    metrics: str = "none"
+    metrics_interval: int = 60
+    metrics_namespace: str = "Secretcache"
 
     @property
     def in_lambda(self) -> bool:
@@ -83,6 +114,11 @@ class Config:
             "maxClientConnections": self.max_client_connections,
             "tokenSource": self.token_source,
             "mode": "lambda" if self.in_lambda else "standalone",
+            "prefetch": [item.label for item in self.prefetch],
+            "prefetchRequired": self.prefetch_required,
+            "metrics": self.metrics,
+            "metricsIntervalSeconds": self.metrics_interval,
+            "metricsNamespace": self.metrics_namespace,
         }
 
 
@@ -148,6 +184,78 @@ def _token(env: Mapping[str, str]) -> tuple[str, str]:
     )
 
 
+def _prefetch(env: Mapping[str, str]) -> tuple[PrefetchItem, ...]:
+    """Parse `kind:target[?option=value&...]` items separated by commas."""
+    from urllib.parse import parse_qsl
+
+    name = "SECRETCACHE_PREFETCH"
+    raw = _raw(env, name)
+    if raw is None:
+        return ()
+    items: list[PrefetchItem] = []
+    for text in (part.strip() for part in raw.split(",")):
+        if not text:
+            continue
+        kind, sep, rest = text.partition(":")
+        target, _, query = rest.partition("?")
+        if not sep or kind not in PREFETCH_KINDS or not target:
+            raise ConfigError(
+                name,
+                text,
+                f"each item must be KIND:TARGET with KIND one of {', '.join(PREFETCH_KINDS)}",
+            )
+        options = dict(parse_qsl(query, keep_blank_values=True))
+        allowed = {
+            "sm": {"versionId", "versionStage"},
+            "ssm": {"withDecryption", "version", "label"},
+            "ssmpath": {"withDecryption", "recursive"},
+            "kms": set(),
+        }[kind]
+        unknown = set(options) - allowed
+        if unknown:
+            raise ConfigError(
+                name, text, f"unknown option(s) {', '.join(sorted(unknown))} for {kind}"
+            )
+        flags: dict[str, bool] = {}
+        for flag_name in ("withDecryption", "recursive"):
+            value = options.get(flag_name, "false").lower()
+            if value not in ("true", "false", "1", "0"):
+                raise ConfigError(name, text, f"{flag_name} must be true or false")
+            flags[flag_name] = value in ("true", "1")
+        selector = ""
+        if options.get("version"):
+            if not options["version"].isdigit():
+                raise ConfigError(name, text, "version must be a positive whole number")
+            selector = ":" + options["version"]
+        elif options.get("label"):
+            selector = ":" + options["label"]
+        ciphertext = ""
+        if kind == "kms":
+            ciphertext = env.get(target, "").strip()
+            if not ciphertext:
+                raise ConfigError(name, text, f"environment variable {target} holds no ciphertext")
+            import base64
+            import binascii
+
+            try:
+                base64.b64decode(ciphertext, validate=True)
+            except (binascii.Error, ValueError):
+                raise ConfigError(name, text, f"{target} is not base64") from None
+        items.append(
+            PrefetchItem(
+                kind=kind,
+                target=target,
+                decrypt=flags["withDecryption"],
+                selector=selector,
+                recursive=flags["recursive"],
+                version_id=options.get("versionId") or None,
+                version_stage=options.get("versionStage") or None,
+                ciphertext=ciphertext,
+            )
+        )
+    return tuple(items)
+
+
 def load_config(env: Mapping[str, str]) -> Config:
     """Build and validate the configuration from an environment mapping."""
     level_raw = _raw(env, "PARAMETERS_SECRETS_EXTENSION_LOG_LEVEL")
@@ -161,6 +269,16 @@ def load_config(env: Mapping[str, str]) -> Config:
             "must be one of debug, info, warn, error, none",
         )
     token, token_source = _token(env)
+    metrics = (_raw(env, "SECRETCACHE_METRICS") or "none").lower()
+    if metrics not in ("none", "emf"):
+        raise ConfigError(
+            "SECRETCACHE_METRICS", env.get("SECRETCACHE_METRICS"), "must be none or emf"
+        )
+    namespace = _raw(env, "SECRETCACHE_METRICS_NAMESPACE") or "Secretcache"
+    if len(namespace) > 255:
+        raise ConfigError(
+            "SECRETCACHE_METRICS_NAMESPACE", namespace, "must be at most 255 characters"
+        )
     return Config(
         port=_int(env, "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT", 2773, 1, 65535),
         cache_enabled=_bool(env, "PARAMETERS_SECRETS_EXTENSION_CACHE_ENABLED", True),
@@ -182,4 +300,9 @@ def load_config(env: Mapping[str, str]) -> Config:
         lambda_runtime_api=_raw(env, "AWS_LAMBDA_RUNTIME_API"),
         function_name=_raw(env, "AWS_LAMBDA_FUNCTION_NAME"),
         region=_raw(env, "AWS_REGION") or _raw(env, "AWS_DEFAULT_REGION"),
+        prefetch=_prefetch(env),
+        prefetch_required=_bool(env, "SECRETCACHE_PREFETCH_REQUIRED", False),
+        metrics=metrics,
+        metrics_interval=_int(env, "SECRETCACHE_METRICS_INTERVAL", 60, 1, MAX_TTL_SECONDS),
+        metrics_namespace=namespace,
     )

@@ -142,9 +142,13 @@ async def _serve(
 
     from .backends import AwsBackends
     from .cache import TtlCache
-    from .server import STATE, make_app
+    from .metrics import emf_line
+    from .prefetch import run_prefetch
+    from .reads import Reads
+    from .server import STATE, LimitedSockSite, make_app
 
     loop = asyncio.get_running_loop()
+    _quiet_library_loggers(loop)
 
     def on_stale(key: Any, error: Any, age: float) -> None:
         log.warn(
@@ -170,10 +174,13 @@ async def _serve(
         region=config.region,
     )
     backends.start_loading()
-    app = make_app(config, cache, backends)
+    app = make_app(Reads(config, cache, backends))
+    state = app[STATE]
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.25)
     await runner.setup()
-    site = web.SockSite(runner, sock, backlog=LISTEN_BACKLOG)
+    site = LimitedSockSite(
+        runner, sock, max_connections=config.max_client_connections, backlog=LISTEN_BACKLOG
+    )
     await site.start()
     listening = time.monotonic()
     log.info(
@@ -184,19 +191,39 @@ async def _serve(
         msToListen=round((listening - started) * 1000, 1),
     )
 
-    async def load_sdk() -> None:
-        try:
-            await backends.wait_loaded()
-        except Exception as exc:
-            log.error("sdk.load_failed", error=type(exc).__name__)
-            return
-        await backends.warm()
-        log.info("sdk.loaded", msSinceStart=round((time.monotonic() - started) * 1000, 1))
+    try:
+        await backends.wait_loaded()
+    except Exception as exc:
+        message = f"the AWS SDK failed to load ({type(exc).__name__})"
+        log.error("sdk.load_failed", error=type(exc).__name__)
+        if api is not None:
+            api.init_error("Extension.SdkLoadFailed", message)
+        return 1
+    await backends.warm()
+    log.info("sdk.loaded", msSinceStart=round((time.monotonic() - started) * 1000, 1))
+    failures = await run_prefetch(state.reads, config.prefetch)
+    if failures and config.prefetch_required:
+        item, error = failures[0]
+        message = (
+            f"SECRETCACHE_PREFETCH item {item.label} failed ({error}) "
+            "and SECRETCACHE_PREFETCH_REQUIRED=true"
+        )
+        log.error("init.failed", errorType="Extension.PrefetchFailed", message=message)
+        if api is not None:
+            api.init_error("Extension.PrefetchFailed", message)
+        return 1
+    state.ready = True
 
-    sdk_task = loop.create_task(load_sdk())
     stop = asyncio.Event()
     shutdown_deadline: list[float] = []
     failure: list[str] = []
+    last_emf = [time.monotonic()]
+
+    def emit_metrics() -> None:
+        if config.metrics == "emf":
+            sys.stdout.write(emf_line(cache, config.metrics_namespace, config.function_name) + "\n")
+            sys.stdout.flush()
+            last_emf[0] = time.monotonic()
 
     if api is not None:
 
@@ -208,15 +235,14 @@ async def _serve(
                     shutdown_deadline.append(deadline_ms / 1000.0)
                 log.info("extension.shutdown", reason=str(event.get("shutdownReason", "")).lower())
                 stop.set()
-            else:
-                log.debug("extension.invoke")
+            elif time.monotonic() - last_emf[0] >= config.metrics_interval:
+                emit_metrics()
 
         def on_failure(message: str) -> None:
             failure.append(message)
             stop.set()
 
         def follow_events() -> None:
-            first = True
             while True:
                 try:
                     event = api.next_event()
@@ -225,29 +251,28 @@ async def _serve(
                         on_failure, f"event/next failed ({type(exc).__name__})"
                     )
                     return
-                if first:
-                    first = False
                 loop.call_soon_threadsafe(on_event, event)
                 if str(event.get("eventType", "")).upper() == "SHUTDOWN":
                     return
 
         threading.Thread(target=follow_events, name="secretcache-events", daemon=True).start()
+        log.info("extension.ready", msSinceStart=round((time.monotonic() - started) * 1000, 1))
     else:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
 
     await stop.wait()
-    app[STATE].closing = True
+    state.closing = True
     budget = MAX_SHUTDOWN_SECONDS
     if shutdown_deadline:
         budget = min(
             budget, max(0.05, shutdown_deadline[0] - time.time() - SHUTDOWN_MARGIN_SECONDS)
         )
-    sdk_task.cancel()
     try:
         await asyncio.wait_for(_close(runner, cache, backends), budget)
     except (asyncio.TimeoutError, Exception) as exc:
         log.warn("extension.shutdown_incomplete", error=type(exc).__name__)
+    emit_metrics()
     if failure:
         if api is not None:
             try:
@@ -257,6 +282,22 @@ async def _serve(
         return 1
     log.info("extension.stopped")
     return 0
+
+
+def _quiet_library_loggers(loop: Any) -> None:
+    """aiohttp and asyncio log tracebacks (with request bytes) to stderr; send them to ours."""
+    import logging
+
+    for name in ("aiohttp", "asyncio"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [logging.NullHandler()]
+        logger.propagate = False
+
+    def on_loop_error(_: Any, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        log.error("loop.error", error=type(exc).__name__ if exc else "unknown")
+
+    loop.set_exception_handler(on_loop_error)
 
 
 async def _close(runner: Any, cache: Any, backends: Any) -> None:

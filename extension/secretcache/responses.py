@@ -36,23 +36,39 @@ def _dump(body: dict[str, Any]) -> bytes:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
+def secret_value(result: dict[str, Any]) -> dict[str, Any]:
+    """A GetSecretValue output or a BatchGetSecretValue SecretValueEntry, Go-shaped."""
+    return {
+        "ARN": result.get("ARN"),
+        "CreatedDate": go_time(result.get("CreatedDate")),
+        "Name": result.get("Name"),
+        "SecretBinary": _b64(result.get("SecretBinary")),
+        "SecretString": result.get("SecretString"),
+        "VersionId": result.get("VersionId"),
+        "VersionStages": result.get("VersionStages"),
+    }
+
+
 def secret_value_body(result: dict[str, Any]) -> bytes:
     """GetSecretValue output."""
-    return _dump(
+    return _dump({**secret_value(result), "ResultMetadata": {}})
+
+
+def secret_values_body(values: list[dict[str, Any]], errors: list[dict[str, Any]]) -> bytes:
+    """BatchGetSecretValue output; `values` are already Go-shaped entries."""
+    shaped_errors = [
         {
-            "ARN": result.get("ARN"),
-            "CreatedDate": go_time(result.get("CreatedDate")),
-            "Name": result.get("Name"),
-            "SecretBinary": _b64(result.get("SecretBinary")),
-            "SecretString": result.get("SecretString"),
-            "VersionId": result.get("VersionId"),
-            "VersionStages": result.get("VersionStages"),
-            "ResultMetadata": {},
+            "ErrorCode": e.get("ErrorCode"),
+            "ErrorMessage": e.get("ErrorMessage"),
+            "SecretId": e.get("SecretId"),
         }
-    )
+        for e in errors
+    ]
+    return _dump({"SecretValues": values, "Errors": shaped_errors, "ResultMetadata": {}})
 
 
-def _parameter(p: dict[str, Any], selector: str = "") -> dict[str, Any]:
+def parameter(p: dict[str, Any], selector: str = "") -> dict[str, Any]:
+    """One SSM Parameter, Go-shaped."""
     # AWS echoes the selector it was given (":3", ":live"); fill it where a stand-in omits it.
     return {
         "ARN": p.get("ARN"),
@@ -69,8 +85,17 @@ def _parameter(p: dict[str, Any], selector: str = "") -> dict[str, Any]:
 
 def parameter_body(result: dict[str, Any], selector: str = "") -> bytes:
     """GetParameter output."""
-    parameter = _parameter(result.get("Parameter") or {}, selector)
-    return _dump({"Parameter": parameter, "ResultMetadata": {}})
+    shaped = parameter(result.get("Parameter") or {}, selector)
+    return _dump({"Parameter": shaped, "ResultMetadata": {}})
+
+
+def parameters_body(parameters: list[dict[str, Any]], invalid: list[str] | None) -> bytes:
+    """GetParameters (with InvalidParameters) or GetParametersByPath output, Go-shaped entries."""
+    body: dict[str, Any] = {"Parameters": parameters}
+    if invalid is not None:
+        body["InvalidParameters"] = invalid
+    body["ResultMetadata"] = {}
+    return _dump(body)
 
 
 def decrypt_body(result: dict[str, Any]) -> bytes:

@@ -1,13 +1,12 @@
 """aiohttp app factory: routes, the token and Host checks, and error rendering in one middleware.
 
-Handlers only parse the query, build a cache key and a loader, and write the stored bytes.
+Handlers only parse the request, call `Reads`, and write the stored bytes.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import json
 from collections.abc import Awaitable, Callable
@@ -15,11 +14,10 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 
-from . import responses
-from .backends import AwsBackends
-from .cache import CacheKey, Loader, TtlCache
-from .config import Config
+from . import metrics as metrics_module
+from .cache import Lookup
 from .errors import (
     BadRequest,
     Forbidden,
@@ -31,10 +29,14 @@ from .errors import (
     Unauthorized,
 )
 from .log import log
+from .prefetch import kms_digest
+from .reads import Reads
 
 TOKEN_HEADERS = ("X-Aws-Parameters-Secrets-Token", "X-Vault-Token")
 MAX_QUERY_VALUE = 2048
 MAX_BODY_BYTES = 64 * 1024
+MAX_HEADER_BYTES = 8 * 1024
+MAX_BATCH_ITEMS = 100
 JSON_HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-store"}
 _ALLOWED_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 _OPEN_PATHS = frozenset({"/health", "/ping"})
@@ -45,29 +47,28 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class ServerState:
     """What the handlers share; one per app."""
 
-    def __init__(self, config: Config, cache: TtlCache, backends: AwsBackends) -> None:
-        self.config = config
-        self.cache = cache
-        self.backends = backends
-        self.token = config.token.encode("utf-8")
+    def __init__(self, reads: Reads) -> None:
+        self.reads = reads
+        self.config = reads.config
+        self.token = reads.config.token.encode("utf-8")
         self.closing = False
-        self.allowed_hosts = frozenset(
-            host for name in _ALLOWED_HOSTS for host in (name, f"{name}:{config.port}")
-        )
+        self.ready = False
+        port = reads.config.port
+        self.allowed_hosts = frozenset(h for n in _ALLOWED_HOSTS for h in (n, f"{n}:{port}"))
 
 
 STATE = web.AppKey("state", ServerState)
 
 
-def _json_response(
+def json_response(
     body: bytes, status: int = 200, extra: dict[str, str] | None = None
 ) -> web.Response:
     headers = JSON_HEADERS if extra is None else {**JSON_HEADERS, **extra}
     return web.Response(body=body, status=status, headers=headers)
 
 
-def _error_response(error: SecretcacheError) -> web.Response:
-    return _json_response(error.to_body(), error.status)
+def error_response(error: SecretcacheError) -> web.Response:
+    return json_response(error.to_body(), error.status)
 
 
 _HTTP_ERRORS: dict[int, Callable[[], SecretcacheError]] = {
@@ -77,6 +78,16 @@ _HTTP_ERRORS: dict[int, Callable[[], SecretcacheError]] = {
     405: lambda: MethodNotAllowed("method not allowed for this path"),
     413: lambda: PayloadTooLarge(f"request body over {MAX_BODY_BYTES} bytes"),
 }
+
+
+def http_error(status: int, reason: str | None = None) -> SecretcacheError:
+    """Our JSON error for a status aiohttp produced (routing, body size, malformed HTTP)."""
+    make = _HTTP_ERRORS.get(status)
+    error = (
+        make() if make else BadRequest(reason or "malformed HTTP request", error_type="BadRequest")
+    )
+    error.status = status if 400 <= status < 500 else 400
+    return error
 
 
 @web.middleware
@@ -89,30 +100,33 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             log.warn(
                 "request.failed", path=request.path, status=exc.status, errorType=exc.error_type
             )
-        else:
+        elif log.enabled("debug"):
             log.debug(
                 "request.rejected", path=request.path, status=exc.status, errorType=exc.error_type
             )
-        return _error_response(exc)
+        return error_response(exc)
     except web.HTTPException as exc:
-        make = _HTTP_ERRORS.get(exc.status)
-        error = make() if make else BadRequest(exc.reason or "bad request")
-        error.status = exc.status
-        return _error_response(error)
+        return error_response(http_error(exc.status, None))
     except Exception as exc:
         log.error("request.internal_error", path=request.path, error=type(exc).__name__)
-        return _error_response(SecretcacheError("internal error", error_type="InternalError"))
+        return error_response(SecretcacheError("internal error", error_type="InternalError"))
 
 
 @web.middleware
 async def access_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Refuse foreign Host headers (DNS rebinding) and requests without the token."""
+    """Refuse foreign Host headers (DNS rebinding), oversized headers, and missing tokens."""
     state = request.app[STATE]
     host = request.headers.get("Host")
     if host is not None and host.lower() not in state.allowed_hosts:
         raise Forbidden(
             "the Host header must be localhost, 127.0.0.1 or [::1]", error_type="ForbiddenHost"
         )
+    if sum(len(k) + len(v) + 4 for k, v in request.raw_headers) > MAX_HEADER_BYTES:
+        error = BadRequest(
+            f"request headers over {MAX_HEADER_BYTES} bytes", error_type="HeadersTooLarge"
+        )
+        error.status = 431
+        raise error
     if request.path in _OPEN_PATHS:
         return await handler(request)
     supplied = None
@@ -140,8 +154,8 @@ def parse_query(request: web.Request) -> list[tuple[str, str]]:
     except UnicodeDecodeError:
         raise BadRequest("the query string is not valid UTF-8 after percent-decoding") from None
     for name, value in pairs:
-        if len(value) > MAX_QUERY_VALUE:
-            raise BadRequest(f"query parameter {name[:64]!r} is over {MAX_QUERY_VALUE} characters")
+        if len(value) > MAX_QUERY_VALUE or len(name) > MAX_QUERY_VALUE:
+            raise BadRequest(f"a query parameter is over {MAX_QUERY_VALUE} characters")
     return pairs
 
 
@@ -161,6 +175,15 @@ def required(pairs: list[tuple[str, str]], name: str) -> str:
     return value
 
 
+def all_values(pairs: list[tuple[str, str]], name: str) -> list[str]:
+    values = [value for key, value in pairs if key == name]
+    if not values or any(v == "" for v in values):
+        raise BadRequest(f"give at least one non-empty {name!r}", error_type="MissingParameter")
+    if len(values) > MAX_BATCH_ITEMS:
+        raise BadRequest(f"at most {MAX_BATCH_ITEMS} {name!r} values per request")
+    return values
+
+
 def flag(pairs: list[tuple[str, str]], name: str) -> bool:
     value = first(pairs, name)
     if value is None or value == "":
@@ -171,42 +194,6 @@ def flag(pairs: list[tuple[str, str]], name: str) -> bool:
     if low in ("false", "0"):
         return False
     raise BadRequest(f"query parameter {name!r} must be true or false")
-
-
-# Handlers ---------------------------------------------------------------------------------
-
-
-async def _serve(
-    state: ServerState, key: CacheKey, load: Loader, ttl: float, refresh: bool
-) -> web.Response:
-    if not refresh:
-        body = state.cache.fresh(key, load)
-        if body is not None:
-            return web.Response(body=body, headers=JSON_HEADERS)
-    lookup = await state.cache.get(
-        key, load, ttl, refresh=refresh, not_found_ttl=state.config.not_found_ttl
-    )
-    if lookup.outcome == "stale":
-        return _json_response(
-            lookup.body, extra={"Age": str(int(lookup.age)), "X-Secretcache-Stale": "true"}
-        )
-    return web.Response(body=lookup.body, headers=JSON_HEADERS)
-
-
-async def get_secret_value(request: web.Request) -> web.Response:
-    state = request.app[STATE]
-    pairs = parse_query(request)
-    secret_id = required(pairs, "secretId")
-    version_id = first(pairs, "versionId") or None
-    version_stage = first(pairs, "versionStage") or None
-    refresh = flag(pairs, "refreshNow")
-    key = CacheKey("secretsmanager", secret_id, f"{version_id or ''}|{version_stage or ''}")
-
-    async def load() -> bytes:
-        result = await state.backends.get_secret_value(secret_id, version_id, version_stage)
-        return responses.secret_value_body(result)
-
-    return await _serve(state, key, load, state.config.secrets_manager_ttl, refresh)
 
 
 def ssm_selector(pairs: list[tuple[str, str]]) -> str:
@@ -221,24 +208,84 @@ def ssm_selector(pairs: list[tuple[str, str]]) -> str:
     return ""
 
 
+# Handlers ---------------------------------------------------------------------------------
+
+
+def render(lookup: Lookup) -> web.Response:
+    if lookup.outcome == "stale":
+        extra = {"Age": str(int(lookup.age)), "X-Secretcache-Stale": "true"}
+        return json_response(lookup.body, extra=extra)
+    return web.Response(body=lookup.body, headers=JSON_HEADERS)
+
+
+async def get_secret_value(request: web.Request) -> web.Response:
+    pairs = parse_query(request)
+    secret_id = required(pairs, "secretId")
+    return await _secret(request, pairs, secret_id)
+
+
+async def agent_secret(request: web.Request) -> web.Response:
+    """Secrets Manager Agent form: GET /v1/<secret id>."""
+    secret_id = request.match_info["secret_id"]
+    if len(secret_id) > MAX_QUERY_VALUE:
+        raise BadRequest(f"the secret id is over {MAX_QUERY_VALUE} characters")
+    return await _secret(request, parse_query(request), secret_id)
+
+
+async def _secret(
+    request: web.Request, pairs: list[tuple[str, str]], secret_id: str
+) -> web.Response:
+    reads = request.app[STATE].reads
+    lookup = await reads.secret(
+        secret_id,
+        first(pairs, "versionId") or None,
+        first(pairs, "versionStage") or None,
+        refresh=flag(pairs, "refreshNow"),
+    )
+    return render(lookup)
+
+
 async def get_parameter(request: web.Request) -> web.Response:
-    state = request.app[STATE]
     pairs = parse_query(request)
     name = required(pairs, "name")
-    selector = ssm_selector(pairs)
-    decrypt = flag(pairs, "withDecryption")
-    refresh = flag(pairs, "refreshNow")
-    key = CacheKey("ssm", name, selector, decrypt)
-
-    async def load() -> bytes:
-        result = await state.backends.get_parameter(name + selector, decrypt)
-        return responses.parameter_body(result, selector)
-
-    return await _serve(state, key, load, state.config.ssm_ttl, refresh)
+    lookup = await request.app[STATE].reads.parameter(
+        name, ssm_selector(pairs), flag(pairs, "withDecryption"), refresh=flag(pairs, "refreshNow")
+    )
+    return render(lookup)
 
 
-def _decrypt_request(raw: bytes) -> tuple[bytes, dict[str, str] | None, str | None, str]:
-    """Validate a Decrypt request body; returns blob, context, key id and the cache identifier."""
+async def get_parameters(request: web.Request) -> web.Response:
+    pairs = parse_query(request)
+    body = await request.app[STATE].reads.parameters(
+        all_values(pairs, "name"), flag(pairs, "withDecryption"), refresh=flag(pairs, "refreshNow")
+    )
+    return json_response(body)
+
+
+async def get_parameters_by_path(request: web.Request) -> web.Response:
+    pairs = parse_query(request)
+    path = required(pairs, "path")
+    if not path.startswith("/"):
+        raise BadRequest("query parameter 'path' must start with '/'")
+    lookup = await request.app[STATE].reads.parameters_by_path(
+        path,
+        flag(pairs, "recursive"),
+        flag(pairs, "withDecryption"),
+        refresh=flag(pairs, "refreshNow"),
+    )
+    return render(lookup)
+
+
+async def batch_get_secrets(request: web.Request) -> web.Response:
+    pairs = parse_query(request)
+    body = await request.app[STATE].reads.secrets(
+        all_values(pairs, "secretId"), refresh=flag(pairs, "refreshNow")
+    )
+    return json_response(body)
+
+
+def decrypt_request(raw: bytes) -> tuple[bytes, dict[str, str] | None, str | None]:
+    """Validate a Decrypt request body: blob, encryption context, key id."""
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
@@ -268,74 +315,142 @@ def _decrypt_request(raw: bytes) -> tuple[bytes, dict[str, str] | None, str | No
     key_id = body.get("KeyId")
     if key_id is not None and (not isinstance(key_id, str) or not key_id):
         raise BadRequest("KeyId must be a non-empty string")
-    canonical = json.dumps(
-        {"b": base64.b64encode(blob).decode(), "c": context or {}, "k": key_id or ""},
-        sort_keys=True,
-        separators=(",", ":"),
-    )
-    return blob, context, key_id, hashlib.sha256(canonical.encode()).hexdigest()
+    return blob, context, key_id
 
 
 async def kms_decrypt(request: web.Request) -> web.Response:
-    state = request.app[STATE]
     pairs = parse_query(request)
-    refresh = flag(pairs, "refreshNow")
-    raw = await request.read()
-    blob, context, key_id, digest = _decrypt_request(raw)
-    key = CacheKey("kms", digest)
-
-    async def load() -> bytes:
-        return responses.decrypt_body(await state.backends.decrypt(blob, context, key_id))
-
-    return await _serve(state, key, load, state.config.kms_ttl, refresh)
+    blob, context, key_id = decrypt_request(await request.read())
+    lookup = await request.app[STATE].reads.decrypt(
+        blob, context, key_id, kms_digest(blob, context, key_id), refresh=flag(pairs, "refreshNow")
+    )
+    return render(lookup)
 
 
 async def health(request: web.Request) -> web.Response:
+    """No token, no names, no configuration: just whether the extension is ready."""
     state = request.app[STATE]
-    status = "ok" if state.backends.loaded else "starting"
-    return _json_response(json.dumps({"status": status}).encode())
+    status = "ok" if state.ready and state.reads.backends.loaded else "starting"
+    return json_response(json.dumps({"status": status}).encode())
+
+
+async def ping(request: web.Request) -> web.Response:
+    """Secrets Manager Agent's liveness probe."""
+    return web.Response(text="healthy", headers={"Cache-Control": "no-store"})
 
 
 async def metrics(request: web.Request) -> web.Response:
-    state = request.app[STATE]
-    return _json_response(json.dumps(metrics_snapshot(state)).encode())
+    snapshot = metrics_module.snapshot(request.app[STATE].reads.cache)
+    return json_response(json.dumps(snapshot).encode())
 
 
-def metrics_snapshot(state: ServerState) -> dict[str, Any]:
-    """Counters per service; no names, no values."""
-    sizes = state.cache.entries_by_service()
-    services: dict[str, Any] = {}
-    for service in ("secretsmanager", "ssm", "kms"):
-        counters = state.cache.service_stats(service).as_dict()
-        count, size = sizes.get(service, (0, 0))
-        counters["entries"] = count
-        counters["bytes"] = size
-        services[service] = counters
-    return {
-        "services": services,
-        "cache": {"entries": len(state.cache), "bytes": state.cache.bytes},
-    }
-
-
-def make_app(config: Config, cache: TtlCache, backends: AwsBackends) -> web.Application:
+def make_app(reads: Reads) -> web.Application:
     """The HTTP application; routes accept a trailing slash as AWS's extension does."""
     app = web.Application(
         middlewares=[error_middleware, access_middleware],
         client_max_size=MAX_BODY_BYTES,
-        handler_args={"max_line_size": 8190, "max_field_size": 8190},
+        handler_args={"max_line_size": 8190, "max_field_size": 8190, "max_headers": 128},
     )
-    app[STATE] = ServerState(config, cache, backends)
-    backends.latency_observer = lambda service, seconds: cache.service_stats(
+    app[STATE] = ServerState(reads)
+    cache = reads.cache
+    reads.backends.latency_observer = lambda service, seconds: cache.service_stats(
         service
     ).latencies.append(seconds)
     routes: list[tuple[str, str, Handler]] = [
         ("GET", "/secretsmanager/get", get_secret_value),
+        ("GET", "/secretsmanager/batchget", batch_get_secrets),
         ("GET", "/systemsmanager/parameters/get", get_parameter),
+        ("GET", "/systemsmanager/parameters/getbatch", get_parameters),
+        ("GET", "/systemsmanager/parameters/getbypath", get_parameters_by_path),
         ("POST", "/kms/decrypt", kms_decrypt),
         ("GET", "/health", health),
+        ("GET", "/ping", ping),
         ("GET", "/metrics", metrics),
     ]
     for method, path, handler in routes:
         app.router.add_route(method, path, handler)
         app.router.add_route(method, path + "/", handler)
+    app.router.add_route("GET", "/v1/{secret_id:.+}", agent_secret)
     return app
+
+
+class JsonRequestHandler(RequestHandler):
+    """aiohttp's protocol handler with errors before routing (malformed HTTP) rendered as JSON."""
+
+    def handle_error(
+        self,
+        request: Any,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if request.writer.output_size > 0:
+            raise ConnectionError("response already started")
+        if status >= 500:
+            log.error("request.internal_error", error=type(exc).__name__ if exc else "unknown")
+            error: SecretcacheError = SecretcacheError("internal error", error_type="InternalError")
+        else:
+            error = http_error(status)
+            if exc is not None:
+                error.message = f"malformed HTTP request ({type(exc).__name__})"
+        response = error_response(error)
+        response.force_close()
+        return response
+
+
+class _Refused:
+    """Answers one connection over the limit with 503 and closes it."""
+
+    def __init__(self) -> None:
+        self.transport: Any = None
+
+    def connection_made(self, transport: Any) -> None:
+        error = ServiceUnavailable(
+            "too many concurrent connections", error_type="TooManyConnections"
+        )
+        body = error.to_body()
+        head = (
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+            f"Cache-Control: no-store\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        )
+        transport.write(head.encode() + body)
+        transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        return None
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        return None
+
+
+class LimitedSockSite(web.SockSite):
+    """A site on the pre-bound socket: caps live connections, renders parse errors as JSON."""
+
+    def __init__(
+        self, runner: web.BaseRunner, sock: Any, *, max_connections: int, backlog: int
+    ) -> None:
+        super().__init__(runner, sock, backlog=backlog)
+        self._max_connections = max_connections
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)
+        import asyncio
+
+        server = self._runner.server
+        assert server is not None
+        limit = self._max_connections
+
+        # Server.__call__ builds a plain RequestHandler; build ours with the same arguments
+        # (aiohttp is pinned, and a test covers this).
+        loop = asyncio.get_running_loop()
+        kwargs = server._kwargs
+
+        def factory() -> Any:
+            if len(server.connections) >= limit:
+                return _Refused()
+            return JsonRequestHandler(server, loop=loop, **kwargs)
+
+        self._server = await loop.create_server(factory, sock=self._sock, backlog=self._backlog)

@@ -1,0 +1,215 @@
+"""Read operations: cache keys, loaders and AWS-shaped bodies, shared by the HTTP API and prefetch.
+
+Each single read is cached under the key a lone request would use, so a batch or path read warms
+the entries that later single reads hit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from . import responses
+from .backends import AwsBackends
+from .cache import CacheKey, Lookup, TtlCache
+from .config import Config
+
+SSM_BATCH_LIMIT = 10
+SECRETS_BATCH_LIMIT = 20
+#: Selector slot of a by-path entry; parameter selectors always start with ":" so never collide.
+PATH_SELECTOR = "bypath"
+
+
+def secret_key(secret_id: str, version_id: str | None, version_stage: str | None) -> CacheKey:
+    return CacheKey("secretsmanager", secret_id, f"{version_id or ''}|{version_stage or ''}")
+
+
+def parameter_key(name: str, selector: str, decrypt: bool) -> CacheKey:
+    return CacheKey("ssm", name, selector, decrypt)
+
+
+def _unique(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+def _chunks(items: list[str], size: int) -> list[list[str]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+class Reads:
+    """What the extension can read, with the cache policy applied."""
+
+    def __init__(self, config: Config, cache: TtlCache, backends: AwsBackends) -> None:
+        self.config = config
+        self.cache = cache
+        self.backends = backends
+
+    async def secret(
+        self,
+        secret_id: str,
+        version_id: str | None = None,
+        version_stage: str | None = None,
+        *,
+        refresh: bool = False,
+    ) -> Lookup:
+        key = secret_key(secret_id, version_id, version_stage)
+
+        async def load() -> bytes:
+            result = await self.backends.get_secret_value(secret_id, version_id, version_stage)
+            return responses.secret_value_body(result)
+
+        return await self._read(key, load, self.config.secrets_manager_ttl, refresh)
+
+    async def parameter(
+        self, name: str, selector: str = "", decrypt: bool = False, *, refresh: bool = False
+    ) -> Lookup:
+        key = parameter_key(name, selector, decrypt)
+
+        async def load() -> bytes:
+            result = await self.backends.get_parameter(name + selector, decrypt)
+            return responses.parameter_body(result, selector)
+
+        return await self._read(key, load, self.config.ssm_ttl, refresh)
+
+    async def decrypt(
+        self,
+        blob: bytes,
+        context: dict[str, str] | None,
+        key_id: str | None,
+        digest: str,
+        *,
+        refresh: bool = False,
+    ) -> Lookup:
+        key = CacheKey("kms", digest)
+
+        async def load() -> bytes:
+            return responses.decrypt_body(await self.backends.decrypt(blob, context, key_id))
+
+        return await self._read(key, load, self.config.kms_ttl, refresh)
+
+    async def parameters_by_path(
+        self, path: str, recursive: bool, decrypt: bool, *, refresh: bool = False
+    ) -> Lookup:
+        key = CacheKey("ssm", path, PATH_SELECTOR + (":recursive" if recursive else ""), decrypt)
+        ttl = self.config.ssm_ttl
+
+        async def load() -> bytes:
+            found = await self.backends.get_parameters_by_path(path, recursive, decrypt)
+            shaped = [responses.parameter(p) for p in found]
+            for p in shaped:
+                single = json.dumps({"Parameter": p, "ResultMetadata": {}}, separators=(",", ":"))
+                self.cache.put(parameter_key(p["Name"], "", decrypt), single.encode(), ttl)
+            return responses.parameters_body(shaped, None)
+
+        return await self._read(key, load, ttl, refresh)
+
+    async def parameters(self, names: list[str], decrypt: bool, *, refresh: bool = False) -> bytes:
+        """GetParameters in chunks of 10; fresh entries come from the cache."""
+        wanted = _unique(names)
+        found: dict[str, dict[str, Any]] = {}
+        missing: list[str] = []
+        for name in wanted:
+            body = None if refresh else self.cache.fresh(parameter_key(name, "", decrypt))
+            if body is None:
+                missing.append(name)
+            else:
+                found[name] = json.loads(body)["Parameter"]
+        invalid: set[str] = set()
+        if missing:
+            stats = self.cache.service_stats("ssm")
+            stats.misses += len(missing)
+            chunks = _chunks(missing, SSM_BATCH_LIMIT)
+            stats.upstream_calls += len(chunks)
+            results = await asyncio.gather(
+                *(self.backends.get_parameters(c, decrypt) for c in chunks)
+            )
+            for chunk, result in zip(chunks, results, strict=True):
+                invalid.update(result.get("InvalidParameters") or [])
+                by_name = self._match_parameters(chunk, result.get("Parameters") or [])
+                for name, raw in by_name.items():
+                    shaped = responses.parameter(raw)
+                    found[name] = shaped
+                    single = json.dumps(
+                        {"Parameter": shaped, "ResultMetadata": {}}, separators=(",", ":")
+                    )
+                    self.cache.put(
+                        parameter_key(name, "", decrypt), single.encode(), self.config.ssm_ttl
+                    )
+        ordered = [found[n] for n in wanted if n in found]
+        return responses.parameters_body(
+            ordered, [n for n in wanted if n in invalid and n not in found]
+        )
+
+    @staticmethod
+    def _match_parameters(
+        requested: list[str], returned: list[dict[str, Any]]
+    ) -> dict[str, dict[str, Any]]:
+        """Pair returned parameters with the names asked for (a name, a name:selector or an ARN)."""
+        out: dict[str, dict[str, Any]] = {}
+        for p in returned:
+            forms = {p.get("Name"), p.get("ARN"), f"{p.get('Name')}{p.get('Selector') or ''}"}
+            for name in requested:
+                if name in forms and name not in out:
+                    out[name] = p
+        return out
+
+    async def secrets(self, secret_ids: list[str], *, refresh: bool = False) -> bytes:
+        """BatchGetSecretValue in chunks of 20; fresh entries come from the cache."""
+        wanted = _unique(secret_ids)
+        found: dict[str, dict[str, Any]] = {}
+        missing: list[str] = []
+        for secret_id in wanted:
+            body = None if refresh else self.cache.fresh(secret_key(secret_id, None, None))
+            if body is None:
+                missing.append(secret_id)
+            else:
+                entry = json.loads(body)
+                entry.pop("ResultMetadata", None)
+                found[secret_id] = entry
+        errors: list[dict[str, Any]] = []
+        extra: list[dict[str, Any]] = []
+        if missing:
+            stats = self.cache.service_stats("secretsmanager")
+            stats.misses += len(missing)
+            chunks = _chunks(missing, SECRETS_BATCH_LIMIT)
+            stats.upstream_calls += len(chunks)
+            results = await asyncio.gather(
+                *(self.backends.batch_get_secret_value(c) for c in chunks)
+            )
+            for chunk, result in zip(chunks, results, strict=True):
+                errors.extend(result.get("Errors") or [])
+                for raw in result.get("SecretValues") or []:
+                    shaped = responses.secret_value(raw)
+                    matched = self._match_secret(chunk, raw)
+                    if matched is None:
+                        extra.append(shaped)
+                        continue
+                    found[matched] = shaped
+                    single = json.dumps({**shaped, "ResultMetadata": {}}, separators=(",", ":"))
+                    self.cache.put(
+                        secret_key(matched, None, None),
+                        single.encode(),
+                        self.config.secrets_manager_ttl,
+                    )
+        values = [found[s] for s in wanted if s in found] + extra
+        return responses.secret_values_body(values, errors)
+
+    @staticmethod
+    def _match_secret(requested: list[str], raw: dict[str, Any]) -> str | None:
+        name, arn = raw.get("Name"), str(raw.get("ARN") or "")
+        for secret_id in requested:
+            if secret_id in (name, arn) or (
+                secret_id.startswith("arn:") and arn.startswith(secret_id)
+            ):
+                return secret_id
+        return None
+
+    async def _read(self, key: CacheKey, load: Any, ttl: float, refresh: bool) -> Lookup:
+        if not refresh:
+            body = self.cache.fresh(key, load)
+            if body is not None:
+                return Lookup(body, "hit")
+        return await self.cache.get(
+            key, load, ttl, refresh=refresh, not_found_ttl=self.config.not_found_ttl
+        )
