@@ -57,8 +57,8 @@ __all__ = [
 _MAX_HEADER_LINES = 100
 
 
-class _Refused(Exception):
-    """Nothing is listening yet: the extension is starting (or absent)."""
+class _Starting(Exception):
+    """The extension is starting (or absent): refused, or reset before any answer."""
 
 
 class _MalformedResponse(Exception):
@@ -358,8 +358,8 @@ class AsyncClient:
             remaining = max(deadline - time.monotonic(), 0.001)
             try:
                 status, data = await asyncio.wait_for(self._exchange(request), remaining)
-            except _Refused:
-                reason = "connection refused: is the extension running?"
+            except _Starting as exc:
+                reason = f"{exc}: is the extension running?"
             except asyncio.TimeoutError:
                 raise ExtensionUnavailable(
                     f"no answer from the extension within {self.timeout:g} s",
@@ -396,6 +396,10 @@ class AsyncClient:
                 if retry_stale:
                     retry_stale = False
                     continue
+                if isinstance(exc, ConnectionError):
+                    # Reset before any answer on a fresh connection: a starting extension
+                    # (e.g. handing its pre-bound socket over) does this; retry like a refusal.
+                    raise _Starting("connection reset") from None
                 raise ExtensionUnavailable(
                     f"connection to the extension failed ({type(exc).__name__})"
                 ) from exc
@@ -417,7 +421,7 @@ class AsyncClient:
         try:
             reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
         except ConnectionRefusedError:
-            raise _Refused() from None
+            raise _Starting("connection refused") from None
         except OSError as exc:
             raise ExtensionUnavailable(
                 f"cannot connect to the extension ({type(exc).__name__})"

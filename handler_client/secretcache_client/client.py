@@ -27,8 +27,8 @@ _MAX_BACKOFF = 0.1
 _MIN_ATTEMPT = 0.01
 
 
-class _Refused(Exception):
-    """Nothing is listening yet: the extension is starting (or absent)."""
+class _Starting(Exception):
+    """The extension is starting (or absent): refused, or reset before any answer."""
 
 
 def backoff(attempt: int) -> float:
@@ -256,8 +256,8 @@ class Client:
             remaining = deadline - time.monotonic()
             try:
                 status, data = self._exchange(method, path, body, headers, max(remaining, 0.001))
-            except _Refused:
-                reason = "connection refused: is the extension running?"
+            except _Starting as exc:
+                reason = f"{exc}: is the extension running?"
             else:
                 if not proto.is_not_ready(status, data):
                     if status == 200:
@@ -295,7 +295,7 @@ class Client:
                 data = response.read()
             except ConnectionRefusedError:
                 conn.close()
-                raise _Refused() from None
+                raise _Starting("connection refused") from None
             except TimeoutError as exc:
                 conn.close()
                 raise ExtensionUnavailable(
@@ -307,6 +307,10 @@ class Client:
                 if retry_stale:
                     retry_stale = False
                     continue
+                if isinstance(exc, ConnectionError):
+                    # Reset before any answer on a fresh connection: a starting extension
+                    # (e.g. handing its pre-bound socket over) does this; retry like a refusal.
+                    raise _Starting("connection reset") from None
                 raise ExtensionUnavailable(
                     f"connection to the extension failed ({type(exc).__name__})"
                 ) from exc

@@ -458,16 +458,24 @@ def test_connection_closed_by_the_extension_is_replaced_once(
     assert fake.connections == 2
 
 
-def test_a_fresh_connection_that_fails_is_not_retried_forever(
+def test_reset_before_any_answer_is_retried_like_a_starting_extension(
     fake: FakeExtension, client: Client
 ) -> None:
+    fake.sequence(Reply(drop=True), Reply(drop=True), secret_reply())
+    assert client.get_secret("db") == SECRET
+    assert len(fake.requests) == 3
+
+
+def test_resets_past_the_timeout_are_extension_unavailable(fake: FakeExtension) -> None:
     fake.always(Reply(drop=True))
-    with pytest.raises(ExtensionUnavailable):
-        client.get_secret("db")
-    assert len(fake.requests) == 1
+    started = time.monotonic()
+    with pytest.raises(ExtensionUnavailable, match="reset"):
+        Client(port=fake.port, token=TOKEN, timeout=0.4).get_secret("db")
+    assert time.monotonic() - started < 3.0
 
 
-def test_stale_connection_gets_exactly_one_retry(fake: FakeExtension, client: Client) -> None:
+def test_stale_connection_gets_exactly_one_retry(fake: FakeExtension) -> None:
+    client = Client(port=fake.port, token=TOKEN, retries=0)
     fake.sequence(secret_reply(), Reply(drop=True))
     client.get_secret("db")
     with pytest.raises(ExtensionUnavailable):

@@ -196,9 +196,14 @@ async def test_stale_connection_is_replaced_once(fake: FakeExtension, client: As
     assert fake.connections == 2
 
 
-async def test_stale_connection_gets_exactly_one_retry(
-    fake: FakeExtension, client: AsyncClient
-) -> None:
+async def test_reset_before_any_answer_is_retried(fake: FakeExtension, client: AsyncClient) -> None:
+    fake.sequence(Reply(drop=True), secret_reply())
+    assert await client.get_secret("s") == SECRET
+    assert len(fake.requests) == 2
+
+
+async def test_stale_connection_gets_exactly_one_retry(fake: FakeExtension) -> None:
+    client = AsyncClient(port=fake.port, token=TOKEN, retries=0)
     fake.sequence(secret_reply(), Reply(drop=True))
     await client.get_secret("s")
     with pytest.raises(ExtensionUnavailable):
