@@ -13,12 +13,15 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .extensions_api import ExtensionsApiClient
 from .log import log
 from .vendored import add_vendored_paths
+
+if TYPE_CHECKING:  # typing costs milliseconds at import; start-up only needs it for mypy
+    from collections.abc import Mapping
+    from typing import Any
 
 PORT_VARIABLE = "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT"
 LISTEN_BACKLOG = 1024
@@ -138,7 +141,10 @@ async def _serve(
     import asyncio
     import signal
 
-    from aiohttp import web
+    from .fast_import import finish_deferred_ssl, import_aiohttp_web
+
+    web = import_aiohttp_web()
+    threading.Thread(target=finish_deferred_ssl, name="secretcache-ssl", daemon=True).start()
 
     from .backends import AwsBackends
     from .cache import TtlCache
@@ -191,32 +197,44 @@ async def _serve(
         msToListen=round((listening - started) * 1000, 1),
     )
 
-    try:
-        await backends.wait_loaded()
-    except Exception as exc:
-        message = f"the AWS SDK failed to load ({type(exc).__name__})"
-        log.error("sdk.load_failed", error=type(exc).__name__)
-        if api is not None:
-            api.init_error("Extension.SdkLoadFailed", message)
-        return 1
-    await backends.warm()
-    log.info("sdk.loaded", msSinceStart=round((time.monotonic() - started) * 1000, 1))
-    failures = await run_prefetch(state.reads, config.prefetch)
-    if failures and config.prefetch_required:
-        item, error = failures[0]
-        message = (
-            f"SECRETCACHE_PREFETCH item {item.label} failed ({error}) "
-            "and SECRETCACHE_PREFETCH_REQUIRED=true"
-        )
-        log.error("init.failed", errorType="Extension.PrefetchFailed", message=message)
-        if api is not None:
-            api.init_error("Extension.PrefetchFailed", message)
-        return 1
-    state.ready = True
-
     stop = asyncio.Event()
-    shutdown_deadline: list[float] = []
     failure: list[str] = []
+
+    async def warm_up() -> list[Any]:
+        """Wait for the SDK, create the clients, then run the prefetch list."""
+        await backends.wait_loaded()
+        await backends.warm()
+        log.info("sdk.loaded", msSinceStart=round((time.monotonic() - started) * 1000, 1))
+        return await run_prefetch(state.reads, config.prefetch)
+
+    if config.prefetch:
+        # Prefetched values must be in the cache before INIT ends: warm up before event/next.
+        try:
+            failures = await warm_up()
+        except Exception as exc:
+            return _fail(api, "Extension.SdkLoadFailed", f"the AWS SDK failed to load ({exc})")
+        if failures and config.prefetch_required:
+            item, error = failures[0]
+            message = (
+                f"SECRETCACHE_PREFETCH item {item.label} failed ({error}) "
+                "and SECRETCACHE_PREFETCH_REQUIRED=true"
+            )
+            return _fail(api, "Extension.PrefetchFailed", message)
+        state.ready = True
+    else:
+        # Nothing to warm: report ready now and let the SDK load off the critical path.
+        async def warm_up_in_background() -> None:
+            try:
+                await warm_up()
+            except Exception as exc:
+                failure.append(f"the AWS SDK failed to load ({exc})")
+                stop.set()
+                return
+            state.ready = True
+
+        warm_task = loop.create_task(warm_up_in_background())
+
+    shutdown_deadline: list[float] = []
     last_emf = [time.monotonic()]
 
     def emit_metrics() -> None:
@@ -263,6 +281,8 @@ async def _serve(
 
     await stop.wait()
     state.closing = True
+    if not config.prefetch:
+        warm_task.cancel()
     budget = MAX_SHUTDOWN_SECONDS
     if shutdown_deadline:
         budget = min(
@@ -274,9 +294,10 @@ async def _serve(
         log.warn("extension.shutdown_incomplete", error=type(exc).__name__)
     emit_metrics()
     if failure:
+        log.error("extension.failed", message=failure[0])
         if api is not None:
             try:
-                api.exit_error("Extension.EventLoopFailed", failure[0])
+                api.exit_error("Extension.Failed", failure[0])
             except Exception:
                 log.error("exit_error.report_failed")
         return 1
