@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
 # secretcache build entry point.
-#   ./build.sh          build dist/secretcache-layer.zip
-#   ./build.sh test     set up .venv and run the whole test suite
-#   ./build.sh demo     run the example function on the local Lambda emulator against moto
+#   ./build.sh [layer]        build dist/secretcache-layer.zip (quick no-op when nothing changed)
+#   ./build.sh test [args]    set up .venv, build the layer, run the test suite (pytest args pass through)
+#   ./build.sh demo [args]    build the layer and run the example function on the local Lambda emulator
+#   ./build.sh sam-validate   sam validate --lint template.yaml (aws-sam-cli in its own venv .venv-sam)
+#   ./build.sh setup          set up .venv only
+#   ./build.sh sam-setup      set up .venv-sam only
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")" && pwd)
 cd "$ROOT"
 PYTHON=${PYTHON:-python3}
 VENV="$ROOT/.venv"
+SAM_VENV="$ROOT/.venv-sam"
+
+# pip prints one harmless warning per package for find-links folders that do not exist here.
+quiet_pip_noise() { grep -v 'is ignored: it is neither a file nor a directory' >&2 || true; }
 
 ensure_venv() {
   local stamp="$VENV/.requirements.sha256" want
@@ -18,19 +25,52 @@ ensure_venv() {
   echo "== setting up $VENV (pinned requirements)" >&2
   "$PYTHON" -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r requirements-dev.txt 2>&1 \
-    | grep -v 'is ignored: it is neither a file nor a directory' >&2 || true
+    | quiet_pip_noise
   "$VENV/bin/python" -c 'import aiohttp, aiobotocore, moto, pytest' \
     || { echo "build.sh: dependency install failed" >&2; exit 1; }
   echo "$want" > "$stamp"
 }
 
+# aws-sam-cli pins its own boto3, so it gets a venv of its own.
+ensure_sam_venv() {
+  local stamp="$SAM_VENV/.requirements.sha256" want
+  want=$(sha256sum < requirements-sam.txt | cut -d' ' -f1)
+  if [ -x "$SAM_VENV/bin/sam" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+    return
+  fi
+  echo "== setting up $SAM_VENV (aws-sam-cli, pinned)" >&2
+  "$PYTHON" -m venv "$SAM_VENV"
+  "$SAM_VENV/bin/python" -m pip install -q --disable-pip-version-check -r requirements-sam.txt 2>&1 \
+    | quiet_pip_noise
+  "$SAM_VENV/bin/sam" --version >/dev/null \
+    || { echo "build.sh: aws-sam-cli install failed" >&2; exit 1; }
+  echo "$want" > "$stamp"
+}
+
+build_layer() {
+  ensure_venv
+  "$VENV/bin/python" layer/build_layer.py "$@"
+}
+
 cmd=${1:-layer}
+[ $# -gt 0 ] && shift
 case "$cmd" in
+  layer) build_layer "$@" ;;
   setup) ensure_venv ;;
+  sam-setup) ensure_sam_venv ;;
+  sam-validate)
+    ensure_sam_venv
+    SAM_CLI_TELEMETRY=0 exec "$SAM_VENV/bin/sam" validate --lint --region us-east-1 \
+      --template-file "$ROOT/template.yaml" "$@"
+    ;;
   test)
-    ensure_venv
-    shift || true
+    # The end-to-end tests run the real zip; build it first (a no-op when nothing changed).
+    build_layer >&2
     exec "$VENV/bin/python" -m pytest "$@"
     ;;
-  *) echo "usage: ./build.sh [layer|test|demo|setup]" >&2; exit 2 ;;
+  demo)
+    build_layer >&2
+    exec "$VENV/bin/python" -m tests.emulator.demo "$@"
+    ;;
+  *) echo "usage: ./build.sh [layer|test|demo|sam-validate|setup|sam-setup]" >&2; exit 2 ;;
 esac
