@@ -140,7 +140,8 @@ class AwsBackends:
         self._ready: asyncio.Future[None] | None = None
         self._create_lock = asyncio.Lock()
         self.load_error: str | None = None
-        self.latency_observer: Callable[[str, float], None] | None = None
+        #: Told of every API call: service, seconds, errorType or None.
+        self.call_observer: Callable[[str, float, str | None], None] | None = None
 
     @property
     def loaded(self) -> bool:
@@ -244,6 +245,8 @@ class AwsBackends:
                 raise
             except Exception as exc:
                 error = classify(exc, service)
+                if self.call_observer is not None:
+                    self.call_observer(service, loop.time() - started, error.error_type)
                 attempt += 1
                 if (
                     not error.transient
@@ -263,8 +266,8 @@ class AwsBackends:
                 )
                 await asyncio.sleep(backoff)
                 continue
-            if self.latency_observer is not None:
-                self.latency_observer(service, loop.time() - started)
+            if self.call_observer is not None:
+                self.call_observer(service, loop.time() - started, None)
             return result
 
     @staticmethod
@@ -299,9 +302,15 @@ class AwsBackends:
         )
 
     async def decrypt(
-        self, ciphertext: bytes, encryption_context: dict[str, str] | None, key_id: str | None
+        self,
+        ciphertext: bytes,
+        encryption_context: dict[str, str] | None,
+        key_id: str | None,
+        algorithm: str | None = None,
     ) -> dict[str, Any]:
         params: dict[str, Any] = {"CiphertextBlob": ciphertext}
+        if algorithm:
+            params["EncryptionAlgorithm"] = algorithm
         if encryption_context:
             params["EncryptionContext"] = encryption_context
         if key_id:

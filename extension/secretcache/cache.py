@@ -111,13 +111,18 @@ class _Entry:
     __slots__ = ("body", "error", "expires_at", "size", "stored_at", "ttl")
 
     def __init__(
-        self, body: bytes, error: SecretcacheError | None, stored_at: float, ttl: float
+        self,
+        body: bytes,
+        error: SecretcacheError | None,
+        stored_at: float,
+        ttl: float,
+        lifetime: float,
     ) -> None:
         self.body = body
         self.error = error
         self.stored_at = stored_at
-        self.ttl = ttl
-        self.expires_at = stored_at + ttl
+        self.ttl = ttl  # as configured: what a refresh stores again
+        self.expires_at = stored_at + lifetime  # the TTL shortened by jitter
         self.size = len(body) + ENTRY_OVERHEAD_BYTES
 
 
@@ -243,13 +248,16 @@ class TtlCache:
         return entry
 
     async def _call(self, key: CacheKey, load: Loader) -> bytes:
-        stats = self.service_stats(key.service)
+        return await load()
+
+    def record_upstream(self, service: str, seconds: float, error_type: str | None) -> None:
+        """Count one AWS API call (the backends report each, pages and retries included)."""
+        stats = self.service_stats(service)
         stats.upstream_calls += 1
-        try:
-            return await load()
-        except SecretcacheError as exc:
-            stats.upstream_errors[exc.error_type] = stats.upstream_errors.get(exc.error_type, 0) + 1
-            raise
+        if error_type is None:
+            stats.latencies.append(seconds)
+        else:
+            stats.upstream_errors[error_type] = stats.upstream_errors.get(error_type, 0) + 1
 
     async def _single_flight(
         self, key: CacheKey, load: Loader, ttl: float, not_found_ttl: float
@@ -316,8 +324,8 @@ class TtlCache:
     def _store(
         self, key: CacheKey, body: bytes, error: SecretcacheError | None, ttl: float
     ) -> None:
-        ttl = ttl * (1.0 - self.jitter * self._rand())
-        entry = _Entry(body, error, self.clock(), ttl)
+        lifetime = ttl * (1.0 - self.jitter * self._rand())
+        entry = _Entry(body, error, self.clock(), ttl, lifetime)
         old = self._entries.pop(key, None)
         if old is not None:
             self.bytes -= old.size

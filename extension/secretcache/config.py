@@ -224,7 +224,7 @@ def _prefetch(env: Mapping[str, str]) -> tuple[PrefetchItem, ...]:
             flags[flag_name] = value in ("true", "1")
         selector = ""
         if options.get("version"):
-            if not options["version"].isdigit():
+            if not (options["version"].isascii() and options["version"].isdigit()):
                 raise ConfigError(name, text, "version must be a positive whole number")
             selector = ":" + options["version"]
         elif options.get("label"):

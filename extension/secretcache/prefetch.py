@@ -16,10 +16,17 @@ from .reads import Reads
 PREFETCH_BUDGET_SECONDS = 7.0
 
 
-def kms_digest(blob: bytes, context: dict[str, str] | None, key_id: str | None) -> str:
+def kms_digest(
+    blob: bytes, context: dict[str, str] | None, key_id: str | None, algorithm: str | None = None
+) -> str:
     """The cache identifier of a Decrypt request (the same for HTTP requests and prefetch)."""
     canonical = json.dumps(
-        {"b": base64.b64encode(blob).decode(), "c": context or {}, "k": key_id or ""},
+        {
+            "a": algorithm or "",
+            "b": base64.b64encode(blob).decode(),
+            "c": context or {},
+            "k": key_id or "",
+        },
         sort_keys=True,
         separators=(",", ":"),
     )
@@ -35,7 +42,7 @@ async def _fetch(reads: Reads, item: PrefetchItem) -> None:
         await reads.parameters_by_path(item.target, item.recursive, item.decrypt)
     else:
         blob = base64.b64decode(item.ciphertext)
-        await reads.decrypt(blob, None, None, kms_digest(blob, None, None))
+        await reads.decrypt(blob, None, None, None, kms_digest(blob, None, None))
 
 
 async def run_prefetch(

@@ -77,6 +77,7 @@ class Reads:
         blob: bytes,
         context: dict[str, str] | None,
         key_id: str | None,
+        algorithm: str | None,
         digest: str,
         *,
         refresh: bool = False,
@@ -84,7 +85,11 @@ class Reads:
         key = CacheKey("kms", digest)
 
         async def load() -> bytes:
-            return responses.decrypt_body(await self.backends.decrypt(blob, context, key_id))
+            if algorithm:
+                result = await self.backends.decrypt(blob, context, key_id, algorithm)
+            else:
+                result = await self.backends.decrypt(blob, context, key_id)
+            return responses.decrypt_body(result)
 
         return await self._read(key, load, self.config.kms_ttl, refresh)
 
@@ -117,10 +122,8 @@ class Reads:
                 found[name] = json.loads(body)["Parameter"]
         invalid: set[str] = set()
         if missing:
-            stats = self.cache.service_stats("ssm")
-            stats.misses += len(missing)
+            self.cache.service_stats("ssm").misses += len(missing)
             chunks = _chunks(missing, SSM_BATCH_LIMIT)
-            stats.upstream_calls += len(chunks)
             results = await asyncio.gather(
                 *(self.backends.get_parameters(c, decrypt) for c in chunks)
             )
@@ -170,10 +173,8 @@ class Reads:
         errors: list[dict[str, Any]] = []
         extra: list[dict[str, Any]] = []
         if missing:
-            stats = self.cache.service_stats("secretsmanager")
-            stats.misses += len(missing)
+            self.cache.service_stats("secretsmanager").misses += len(missing)
             chunks = _chunks(missing, SECRETS_BATCH_LIMIT)
-            stats.upstream_calls += len(chunks)
             results = await asyncio.gather(
                 *(self.backends.batch_get_secret_value(c) for c in chunks)
             )

@@ -200,7 +200,7 @@ def ssm_selector(pairs: list[tuple[str, str]]) -> str:
     """`:version` or `:label`, whichever comes first in the query; "" for neither."""
     for key, value in pairs:
         if key == "version" and value != "":
-            if not value.isdigit() or int(value) < 1:
+            if not (value.isascii() and value.isdigit()) or int(value) < 1:
                 raise BadRequest("query parameter 'version' must be a positive whole number")
             return f":{int(value)}"
         if key == "label" and value != "":
@@ -284,8 +284,8 @@ async def batch_get_secrets(request: web.Request) -> web.Response:
     return json_response(body)
 
 
-def decrypt_request(raw: bytes) -> tuple[bytes, dict[str, str] | None, str | None]:
-    """Validate a Decrypt request body: blob, encryption context, key id."""
+def decrypt_request(raw: bytes) -> tuple[bytes, dict[str, str] | None, str | None, str | None]:
+    """Validate a Decrypt request body: blob, encryption context, key id, algorithm."""
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
@@ -315,14 +315,18 @@ def decrypt_request(raw: bytes) -> tuple[bytes, dict[str, str] | None, str | Non
     key_id = body.get("KeyId")
     if key_id is not None and (not isinstance(key_id, str) or not key_id):
         raise BadRequest("KeyId must be a non-empty string")
-    return blob, context, key_id
+    algorithm = body.get("EncryptionAlgorithm")
+    if algorithm is not None and (not isinstance(algorithm, str) or not algorithm):
+        raise BadRequest("EncryptionAlgorithm must be a non-empty string")
+    return blob, context, key_id, algorithm
 
 
 async def kms_decrypt(request: web.Request) -> web.Response:
     pairs = parse_query(request)
-    blob, context, key_id = decrypt_request(await request.read())
+    blob, context, key_id, algorithm = decrypt_request(await request.read())
+    digest = kms_digest(blob, context, key_id, algorithm)
     lookup = await request.app[STATE].reads.decrypt(
-        blob, context, key_id, kms_digest(blob, context, key_id), refresh=flag(pairs, "refreshNow")
+        blob, context, key_id, algorithm, digest, refresh=flag(pairs, "refreshNow")
     )
     return render(lookup)
 
@@ -352,10 +356,7 @@ def make_app(reads: Reads) -> web.Application:
         handler_args={"max_line_size": 8190, "max_field_size": 8190, "max_headers": 128},
     )
     app[STATE] = ServerState(reads)
-    cache = reads.cache
-    reads.backends.latency_observer = lambda service, seconds: cache.service_stats(
-        service
-    ).latencies.append(seconds)
+    reads.backends.call_observer = reads.cache.record_upstream
     routes: list[tuple[str, str, Handler]] = [
         ("GET", "/secretsmanager/get", get_secret_value),
         ("GET", "/secretsmanager/batchget", batch_get_secrets),

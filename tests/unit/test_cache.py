@@ -240,7 +240,6 @@ async def test_concurrent_misses_make_one_upstream_call() -> None:
     assert outcomes.count("miss") == 1
     assert outcomes.count("coalesced") == 49
     stats = cache.service_stats("secretsmanager")
-    assert stats.upstream_calls == 1
     assert stats.coalesced == 49
     assert stats.misses == 50
 
@@ -560,11 +559,6 @@ async def test_miss_while_refresh_ahead_in_flight_joins_it() -> None:
     assert other.calls == 0
 
 
-@pytest.mark.xfail(
-    reason="BUG: refresh-ahead passes the entry's already-jittered TTL back into _store, which "
-    "jitters it again, so each background refresh shortens the TTL further (compounding)",
-    strict=True,
-)
 async def test_refresh_ahead_does_not_compound_jitter() -> None:
     clock = FakeClock()
     # rand = 0.5, jitter 0.1: every stored entry lives 95% of the configured TTL
@@ -592,9 +586,9 @@ async def test_stats_count_per_service() -> None:
     await cache.get(ssm, Loader(b"p"), 60)
     await cache.get(ssm, Loader(b"p2"), 60, refresh=True)
     sm = cache.service_stats("secretsmanager").as_dict()
-    assert (sm["hits"], sm["misses"], sm["upstreamCalls"], sm["refreshes"]) == (2, 1, 1, 0)
+    assert (sm["hits"], sm["misses"], sm["refreshes"]) == (2, 1, 0)
     p = cache.service_stats("ssm").as_dict()
-    assert (p["hits"], p["misses"], p["upstreamCalls"], p["refreshes"]) == (0, 1, 2, 1)
+    assert (p["hits"], p["misses"], p["refreshes"]) == (0, 1, 1)
     assert cache.entries_by_service() == {
         "secretsmanager": (1, 1 + ENTRY_OVERHEAD_BYTES),
         "ssm": (1, 2 + ENTRY_OVERHEAD_BYTES),
@@ -629,3 +623,14 @@ def test_sandbox_clock_follows_wall_clock_jumps(monkeypatch: pytest.MonkeyPatch)
     wall[0] -= 3600  # NTP step backwards: the cache clock never goes back
     mono[0] += 1
     assert clock() == pytest.approx(start + 602)
+
+
+def test_record_upstream_counts_calls_errors_and_latencies() -> None:
+    cache = make_cache(FakeClock())
+    cache.record_upstream("ssm", 0.010, None)
+    cache.record_upstream("ssm", 0.030, None)
+    cache.record_upstream("ssm", 0.500, "ThrottlingException")
+    stats = cache.service_stats("ssm").as_dict()
+    assert stats["upstreamCalls"] == 3
+    assert stats["upstreamErrors"] == {"ThrottlingException": 1}
+    assert stats["upstreamLatencyMs"] == {"p50": 30.0, "p99": 30.0}
