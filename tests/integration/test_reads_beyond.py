@@ -1,4 +1,4 @@
-"""Beyond AWS's extension: batch and by-path reads, batch secrets, Agent paths, prefetch, metrics."""
+"""Beyond AWS's extension: batch and path reads, batch secrets, Agent paths, prefetch, metrics."""
 
 from __future__ import annotations
 
@@ -13,10 +13,26 @@ from tests.support.extension_process import ExtensionProcess
 from tests.support.moto_server import MotoServer
 
 StartExtension = Callable[..., ExtensionProcess]
-PARAMETER_KEYS = (
-    "ARN DataType LastModifiedDate Name Selector SourceResult Type Value Version".split()
-)
-SECRET_ENTRY_KEYS = "ARN CreatedDate Name SecretBinary SecretString VersionId VersionStages".split()
+PARAMETER_KEYS = [
+    "ARN",
+    "DataType",
+    "LastModifiedDate",
+    "Name",
+    "Selector",
+    "SourceResult",
+    "Type",
+    "Value",
+    "Version",
+]
+SECRET_ENTRY_KEYS = [
+    "ARN",
+    "CreatedDate",
+    "Name",
+    "SecretBinary",
+    "SecretString",
+    "VersionId",
+    "VersionStages",
+]
 
 
 def _metrics(extension: ExtensionProcess) -> dict[str, dict[str, object]]:
