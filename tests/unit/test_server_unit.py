@@ -212,7 +212,7 @@ async def test_version_id_and_stage_are_passed(app: App) -> None:
     assert app.backends.calls == [("get_secret_value", ("s", "abc", "AWSPREVIOUS"))]
 
 
-@pytest.mark.parametrize("version", ["abc", "1.5", "-1", "0", "0x1", "1e3", "+1", "1%20"])
+@pytest.mark.parametrize("version", ["abc", "1.5", "-1", "0", "0x1", "1e3", "+1", "1%20", "%D9%A3"])
 async def test_non_numeric_version_is_400(app: App, version: str) -> None:
     body = await error_of(
         await app.get(f"/systemsmanager/parameters/get?name=p&version={version}"), 400
