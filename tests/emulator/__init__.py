@@ -21,7 +21,9 @@ Usage::
         emu.logs.text("secretcache", "stdout")
 
 ``LambdaEmulator(layer, code_dir, handler="app.handler", env=None, *, ...)``
-    ``layer``: the layer zip, an already unpacked directory (used in place), or None.
+    ``layer``: the layer zip, an already unpacked directory (used in place), or None. A zip is
+    unpacked read-only (Lambda's /opt is read-only) once per process and shared by every
+    emulator (``share_layer=False``: a private copy in this emulator's temporary directory).
     ``env``: the function's environment variables (a value of None removes a default one).
     ``endpoint_url``: becomes ``AWS_ENDPOINT_URL`` (moto server). ``region``, ``function_name``,
     ``memory_mb``, ``session_token`` (random by default; the extension's token).
@@ -56,7 +58,13 @@ CLI: ``python -m tests.emulator --layer dist/secretcache-layer.zip --code exampl
 --handler app.handler --event '{}' [--invokes N] [--env K=V ...] [--moto]``.
 """
 
-from .emulator import LambdaEmulator, default_python, path_without_python, unpack_layer
+from .emulator import (
+    LambdaEmulator,
+    default_python,
+    path_without_python,
+    shared_layer,
+    unpack_layer,
+)
 from .records import (
     EmulatorError,
     ExtensionRecord,
@@ -82,5 +90,6 @@ __all__ = [
     "ShutdownReport",
     "default_python",
     "path_without_python",
+    "shared_layer",
     "unpack_layer",
 ]

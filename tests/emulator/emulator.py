@@ -10,6 +10,7 @@ extensions, SIGKILL for whatever is still running at the deadline (2 s).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -79,13 +80,18 @@ def path_without_python(bin_dir: Path, search: str = "/usr/local/bin:/usr/bin:/b
     return str(bin_dir)
 
 
-def unpack_layer(layer_zip: Path, opt: Path) -> None:
-    """Unzip a layer as Lambda does into /opt, keeping the exec bit (and symlinks)."""
+def unpack_layer(layer_zip: Path, opt: Path, *, read_only: bool = True) -> None:
+    """Unzip a layer as Lambda does into /opt, keeping the exec bit (and symlinks).
+
+    ``read_only``: drop every write bit afterwards, as Lambda's /opt is read-only (so Python
+    cannot cache a missing .pyc there, exactly as on Lambda).
+    """
     opt.mkdir(parents=True, exist_ok=True)
+    root = opt.resolve()
     with zipfile.ZipFile(layer_zip) as zf:
         for info in zf.infolist():
             target = opt / info.filename
-            if not target.resolve().is_relative_to(opt.resolve()):
+            if not target.resolve().is_relative_to(root):
                 raise EmulatorError(f"layer entry escapes /opt: {info.filename}")
             mode = info.external_attr >> 16
             if info.is_dir():
@@ -99,6 +105,48 @@ def unpack_layer(layer_zip: Path, opt: Path) -> None:
                 shutil.copyfileobj(src, dst)
             if mode & 0o777:
                 target.chmod(mode & 0o777)
+    if read_only:
+        _set_writable(opt, False)
+
+
+def _set_writable(tree: Path, writable: bool) -> None:
+    for dirpath, dirnames, filenames in os.walk(tree):
+        for name in [*dirnames, *filenames, ""]:
+            path = os.path.join(dirpath, name) if name else dirpath
+            if os.path.islink(path):
+                continue
+            mode = os.stat(path).st_mode
+            new = (mode | stat.S_IWUSR) if writable else (mode & ~0o222)
+            os.chmod(path, stat.S_IMODE(new))
+
+
+def remove_tree(tree: Path) -> None:
+    """rmtree that also removes a read-only unpacked layer."""
+    with contextlib.suppress(OSError):
+        _set_writable(tree, True)
+    shutil.rmtree(tree, ignore_errors=True)
+
+
+_SHARED_LAYERS: dict[tuple[str, int, int], Path] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_layer(layer_zip: Path) -> Path:
+    """The zip unpacked (read-only) once per process and shared by every emulator using it.
+
+    Unpacking a 30 MB layer takes seconds; Lambda's /opt is read-only, so sharing it is faithful.
+    Keyed by path, size and mtime, so a rebuilt zip is unpacked again.
+    """
+    st = layer_zip.stat()
+    key = (str(layer_zip.resolve()), st.st_size, st.st_mtime_ns)
+    with _SHARED_LOCK:
+        opt = _SHARED_LAYERS.get(key)
+        if opt is None or not opt.is_dir():
+            opt = Path(tempfile.mkdtemp(prefix="lambda-opt-")) / "opt"
+            unpack_layer(layer_zip, opt)
+            _SHARED_LAYERS[key] = opt
+            atexit.register(remove_tree, opt.parent)
+        return opt
 
 
 @dataclass
@@ -177,6 +225,7 @@ class LambdaEmulator:
         session_token: str | None = None,
         echo: bool | Callable[[LogLine], None] = False,
         workdir: str | os.PathLike[str] | None = None,
+        share_layer: bool = True,
     ) -> None:
         self.code_dir = Path(code_dir).resolve()
         self.handler = handler
@@ -221,6 +270,8 @@ class LambdaEmulator:
             self.opt.mkdir(parents=True, exist_ok=True)
         elif Path(layer).is_dir():
             self.opt = Path(layer).resolve()
+        elif share_layer:
+            self.opt = shared_layer(Path(layer))
         else:
             self.opt = self.workdir / "opt"
             unpack_layer(Path(layer), self.opt)
@@ -514,7 +565,7 @@ class LambdaEmulator:
         self._server.shutdown()
         self._server.server_close()
         if self._own_workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
+            remove_tree(self.workdir)
 
     # ------------------------------------------------------------------ processes
 
@@ -541,6 +592,9 @@ class LambdaEmulator:
             "AWS_LAMBDA_LOG_STREAM_NAME": f"2024/01/01/[$LATEST]{secrets.token_hex(16)}",
             "AWS_EXECUTION_ENV": f"AWS_Lambda_python{version}",
             "_HANDLER": self.handler,
+            # /opt and /var/task are read-only on Lambda, so Python cannot cache bytecode there;
+            # as root here the mode bits would not stop it, so say it to every Python process
+            "PYTHONDONTWRITEBYTECODE": "1",
         }
         if self.endpoint_url:
             env["AWS_ENDPOINT_URL"] = self.endpoint_url

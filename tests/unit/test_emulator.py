@@ -113,12 +113,30 @@ def sandbox(tmp_path: Path, code_dir: Path) -> Iterator[Callable[..., LambdaEmul
         emu.close()
 
 
-def events_seen(emu: LambdaEmulator, name: str) -> list[dict[str, object]]:
-    return [
-        json.loads(line.text.split(" ", 1)[1])
-        for line in emu.logs.lines(name, "stdout")
-        if line.text.startswith("event ")
-    ]
+def printed(emu: LambdaEmulator, name: str, prefix: str) -> str:
+    """The first stdout line of a fake extension starting with ``prefix`` (waits briefly)."""
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        for line in emu.logs.lines(name, "stdout"):
+            if line.text.startswith(prefix):
+                return line.text
+        time.sleep(0.01)
+    raise AssertionError(f"{name} never printed {prefix!r}: {emu.logs.text(name)}")
+
+
+def events_seen(emu: LambdaEmulator, name: str, count: int = 1) -> list[dict[str, object]]:
+    """The events a fake extension printed; waits (briefly) for ``count`` of them, since its
+    stdout is read by another thread and may trail the lifecycle by a moment."""
+    deadline = time.monotonic() + 3
+    while True:
+        events = [
+            json.loads(line.text.split(" ", 1)[1])
+            for line in emu.logs.lines(name, "stdout")
+            if line.text.startswith("event ")
+        ]
+        if len(events) >= count or time.monotonic() > deadline:
+            return events
+        time.sleep(0.01)
 
 
 def test_cold_start_phases_are_recorded_in_lifecycle_order(sandbox):
@@ -139,15 +157,14 @@ def test_cold_start_phases_are_recorded_in_lifecycle_order(sandbox):
 def test_register_answers_function_identity_and_extensions_get_lambda_environment(sandbox):
     emu = sandbox({"ext-a": "ok"}, env={"MY_SETTING": "7"}, endpoint_url="http://127.0.0.1:9")
     emu.init()
-    registered = emu.logs.lines("ext-a", "stdout")[0].text.split(" ", 2)
+    registered = printed(emu, "ext-a", "registered ").split(" ", 2)
     assert registered[1] == "200"
     assert json.loads(registered[2]) == {
         "functionName": emu.function_name,
         "functionVersion": "$LATEST",
         "handler": "app.handler",
     }
-    env_line = next(ln.text for ln in emu.logs.lines("ext-a") if ln.text.startswith("env "))
-    env = json.loads(env_line[4:])
+    env = json.loads(printed(emu, "ext-a", "env ")[4:])
     assert env["AWS_LAMBDA_RUNTIME_API"] == emu.runtime_api
     assert env["AWS_ACCESS_KEY_ID"] == "testing" and env["AWS_SECRET_ACCESS_KEY"] == "testing"
     assert env["AWS_SESSION_TOKEN"] == emu.session_token
@@ -199,7 +216,7 @@ def test_shutdown_delivers_event_and_extensions_exit_cleanly(sandbox):
     assert report.extensions["ext-a"].exit_code == 0
     assert not report.extensions["ext-a"].killed
     assert report.killed == []
-    shutdown = events_seen(emu, "ext-a")[-1]
+    shutdown = events_seen(emu, "ext-a", 2)[-1]
     assert shutdown["eventType"] == "SHUTDOWN"
     assert shutdown["shutdownReason"] == "spindown"
     assert shutdown["deadlineMs"] > time.time() * 1000 - 5000
@@ -273,7 +290,7 @@ def test_invoke_past_the_function_timeout_shuts_the_sandbox_down(sandbox):
     result = emu.invoke({"sleep": 5})
     assert not result.ok
     assert result.error_type == "Sandbox.Timedout"
-    assert events_seen(emu, "ext-a")[-1]["shutdownReason"] == "timeout"
+    assert events_seen(emu, "ext-a", 2)[-1]["shutdownReason"] == "timeout"
     assert emu.state == "shutdown"
 
 
@@ -308,6 +325,10 @@ def test_layer_files_keep_their_exec_bit_and_python_dir(sandbox):
     emu = sandbox({"ext-a": "ok"})
     assert os.access(emu.opt / "extensions" / "ext-a", os.X_OK)
     assert (emu.opt / "python" / "helper_module.py").read_text() == "VALUE = 42\n"
+    # read-only like Lambda's /opt (mode bits: root would bypass them, hence the env too)
+    assert stat.S_IMODE((emu.opt / "python" / "helper_module.py").stat().st_mode) & 0o222 == 0
+    assert stat.S_IMODE((emu.opt / "extensions").stat().st_mode) & 0o222 == 0
+    assert emu.environment["PYTHONDONTWRITEBYTECODE"] == "1"
 
 
 def test_extension_that_crashes_before_registering_is_reported(tmp_path, code_dir):
