@@ -203,7 +203,10 @@ class AwsBackends:
                     max_pool_connections=self._max_connections,
                     connect_timeout=timeout,
                     read_timeout=timeout,
-                    retries={"max_attempts": 1, "mode": "standard"},
+                    # One SDK attempt: we retry ourselves within the deadline. (botocore's
+                    # `max_attempts` counts retries, so 1 would mean a second attempt after
+                    # a hidden backoff of up to 1 s.)
+                    retries={"total_max_attempts": 1, "mode": "standard"},
                 )
                 context = self._session.create_client(
                     service, region_name=self._region, config=config
