@@ -10,6 +10,7 @@ from this process with a raw ``http.client`` request, and the invoke durations.
 from __future__ import annotations
 
 import argparse
+import ast
 import base64
 import contextlib
 import http.client
@@ -50,12 +51,13 @@ def _seed(moto: Any) -> dict[str, str]:
     sm, ssm, kms = (moto.client(s) for s in ("secretsmanager", "ssm", "kms"))
     sm.create_secret(Name=SECRET_NAME, SecretString=SECRET_VALUE)
     ssm.put_parameter(Name=PARAMETER_NAME, Value=PARAMETER_VALUE, Type="SecureString")
-    key_id = kms.create_key(Description="secretcache demo envelope key")["KeyMetadata"]["KeyId"]
-    blob = kms.encrypt(KeyId=key_id, Plaintext=KMS_PLAINTEXT)["CiphertextBlob"]
+    key = kms.create_key(Description="secretcache demo envelope key")["KeyMetadata"]
+    blob = kms.encrypt(KeyId=key["KeyId"], Plaintext=KMS_PLAINTEXT)["CiphertextBlob"]
     return {
         "SECRET_ID": SECRET_NAME,
         "PARAMETER_NAME": PARAMETER_NAME,
         "CIPHERTEXT_B64": base64.b64encode(blob).decode(),
+        "KMS_KEY_ID": key["Arn"],
     }
 
 
@@ -141,6 +143,16 @@ def _print_payload(payload: Any, secrets_: set[str], indent: str = "    ") -> No
         print(f"{indent}{payload}")
 
 
+def _init_read(emu: LambdaEmulator) -> float | None:
+    """``read_ms`` of the example's reads at import, from the line it prints during INIT."""
+    for line in emu.logs.lines("runtime", "stdout"):
+        with contextlib.suppress(ValueError, SyntaxError):
+            record = ast.literal_eval(line.text)
+            if isinstance(record, dict) and record.get("phase") == "init":
+                return float(record["read_ms"])
+    return None
+
+
 @contextlib.contextmanager
 def _interrupts_as_exit() -> Iterator[None]:
     """Ctrl-C or SIGTERM unwind through the with-blocks, so every process is stopped."""
@@ -207,8 +219,9 @@ def run(args: argparse.Namespace) -> int:
                 return 1
 
         secret_values = {SECRET_VALUE, PARAMETER_VALUE, KMS_PLAINTEXT.decode()}
-        print("\nWhat the function read (values masked):")
-        _print_payload(warm.payload, secret_values)
+        print("\nWhat the function read on its cold invoke (values masked):")
+        _print_payload(cold.payload, secret_values)
+        at_init = _init_read(emu)
 
         token = emu.session_token
         path = f"/secretsmanager/get?secretId={SECRET_NAME}"
@@ -223,9 +236,13 @@ def run(args: argparse.Namespace) -> int:
         print("\nFigures (this machine, loopback, moto as AWS):")
         print(f"  extension exec -> register     {ext.exec_to_register_ms:8.1f} ms")
         print(f"  extension exec -> ready        {ext.exec_to_ready_ms:8.1f} ms")
-        print(f"  INIT total (extension+runtime) {init.duration_ms:8.1f} ms")
-        print(f"  cold invoke                    {cold.duration_ms:8.1f} ms")
-        print(f"  warm invoke                    {warm.duration_ms:8.1f} ms")
+        print(f"  INIT (extension + runtime)     {init.duration_ms:8.1f} ms")
+        if at_init is not None:
+            print(f"  the 3 reads during INIT        {at_init:8.1f} ms  (misses, handler's view)")
+        for label, result in (("cold", cold), ("warm", warm)):
+            read_ms = result.payload.get("read_ms") if isinstance(result.payload, dict) else None
+            reads = f"  (its 3 reads: {read_ms} ms)" if read_ms is not None else ""
+            print(f"  {label} invoke                    {result.duration_ms:8.1f} ms{reads}")
         print(
             f"  cache miss (refreshNow=true)   {statistics.median(misses) / 1000:8.2f} ms"
             f"  (median of {len(misses)}, raw http.client)"
