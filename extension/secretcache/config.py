@@ -21,10 +21,13 @@ _FALSE = frozenset({"false", "0", "no", "off"})
 class ConfigError(ValueError):
     """A configuration variable holds a value we refuse to guess about."""
 
-    def __init__(self, variable: str, value: str | None, reason: str) -> None:
-        shown = (
-            "<unset>" if value is None else repr(value if len(value) <= 64 else value[:64] + "...")
-        )
+    def __init__(
+        self, variable: str, value: str | None, reason: str, *, whole: bool = False
+    ) -> None:
+        if value is None:
+            shown = "<unset>"
+        else:
+            shown = repr(value if whole or len(value) <= 64 else value[:64] + "...")
         super().__init__(f"{variable}={shown}: {reason}")
         self.variable = variable
 
@@ -133,10 +136,10 @@ def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> i
     raw = _raw(env, name)
     if raw is None:
         return default
-    try:
-        value = int(raw, 10)
-    except ValueError:
-        raise ConfigError(name, env.get(name), "must be a whole number") from None
+    digits = raw[1:] if raw.startswith("-") else raw
+    if not (digits.isascii() and digits.isdigit()):
+        raise ConfigError(name, env.get(name), "must be a whole number")
+    value = int(raw, 10)
     if not lo <= value <= hi:
         raise ConfigError(name, env.get(name), f"must be between {lo} and {hi}")
     return value
@@ -171,7 +174,7 @@ def _token(env: Mapping[str, str]) -> tuple[str, str]:
                 token = f.read().strip()
         except OSError as exc:
             raise ConfigError(
-                "SECRETCACHE_TOKEN_FILE", path, f"cannot be read ({exc.strerror})"
+                "SECRETCACHE_TOKEN_FILE", path, f"cannot be read ({exc.strerror})", whole=True
             ) from None
         if not token:
             raise ConfigError("SECRETCACHE_TOKEN_FILE", path, "the file is empty")

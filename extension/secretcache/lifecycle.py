@@ -33,7 +33,7 @@ MAX_SHUTDOWN_SECONDS = 1.0
 def _early_port(env: Mapping[str, str]) -> int | None:
     """The port, parsed without the config module so binding happens before registering."""
     raw = (env.get(PORT_VARIABLE) or "").strip() or "2773"
-    if raw.isdigit() and 1 <= int(raw) <= 65535:
+    if raw.isascii() and raw.isdigit() and 1 <= int(raw) <= 65535:
         return int(raw)
     return None
 
@@ -209,6 +209,8 @@ async def _serve(
 
     if config.prefetch:
         # Prefetched values must be in the cache before INIT ends: warm up before event/next.
+        # Reads that arrive meanwhile (the handler's INIT) wait for the prefetch, then hit.
+        state.reads.begin_prefetch()
         try:
             failures = await warm_up()
         except Exception as exc:

@@ -10,7 +10,7 @@ import json
 from .config import PrefetchItem
 from .errors import SecretcacheError
 from .log import log
-from .reads import Reads
+from .reads import Reads, in_prefetch
 
 #: Lambda gives extensions and the runtime 10 s of INIT in all; leave room for the rest.
 PREFETCH_BUDGET_SECONDS = 7.0
@@ -63,7 +63,13 @@ async def run_prefetch(
             return type(exc).__name__
         return None
 
-    outcomes = await asyncio.gather(*(one(item) for item in items))
+    reads.begin_prefetch()
+    marker = in_prefetch.set(True)  # the tasks below copy this context
+    try:
+        outcomes = await asyncio.gather(*(one(item) for item in items))
+    finally:
+        in_prefetch.reset(marker)
+        reads.end_prefetch()
     failures = [
         (item, error) for item, error in zip(items, outcomes, strict=True) if error is not None
     ]

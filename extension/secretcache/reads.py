@@ -7,6 +7,8 @@ the entries that later single reads hit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import json
 from typing import Any
 
@@ -15,6 +17,8 @@ from .backends import AwsBackends
 from .cache import CacheKey, Lookup, TtlCache
 from .config import Config
 
+#: Set inside the prefetch's own reads, which must not wait for the prefetch to finish.
+in_prefetch: contextvars.ContextVar[bool] = contextvars.ContextVar("in_prefetch", default=False)
 SSM_BATCH_LIMIT = 10
 SECRETS_BATCH_LIMIT = 20
 #: Selector slot of a by-path entry; parameter selectors always start with ":" so never collide.
@@ -44,6 +48,30 @@ class Reads:
         self.config = config
         self.cache = cache
         self.backends = backends
+        self._prefetching: asyncio.Event | None = None
+
+    def begin_prefetch(self) -> None:
+        """From now until `end_prefetch`, reads that miss wait for the prefetch to finish.
+
+        Lambda starts the function's INIT once extensions register, so a handler reading at
+        import races the prefetch; waiting makes its first read of a prefetched item a hit
+        instead of a second upstream call.
+        """
+        if self._prefetching is None:
+            self._prefetching = asyncio.Event()
+
+    def end_prefetch(self) -> None:
+        if self._prefetching is not None:
+            self._prefetching.set()
+            self._prefetching = None
+
+    async def _after_prefetch(self) -> None:
+        event = self._prefetching
+        if event is not None and not in_prefetch.get():
+            from .prefetch import PREFETCH_BUDGET_SECONDS
+
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(event.wait(), PREFETCH_BUDGET_SECONDS)
 
     async def secret(
         self,
@@ -111,6 +139,7 @@ class Reads:
 
     async def parameters(self, names: list[str], decrypt: bool, *, refresh: bool = False) -> bytes:
         """GetParameters in chunks of 10; fresh entries come from the cache."""
+        await self._after_prefetch()
         wanted = _unique(names)
         found: dict[str, dict[str, Any]] = {}
         missing: list[str] = []
@@ -159,6 +188,7 @@ class Reads:
 
     async def secrets(self, secret_ids: list[str], *, refresh: bool = False) -> bytes:
         """BatchGetSecretValue in chunks of 20; fresh entries come from the cache."""
+        await self._after_prefetch()
         wanted = _unique(secret_ids)
         found: dict[str, dict[str, Any]] = {}
         missing: list[str] = []
@@ -211,6 +241,12 @@ class Reads:
             body = self.cache.fresh(key, load)
             if body is not None:
                 return Lookup(body, "hit")
+        if self._prefetching is not None:
+            await self._after_prefetch()
+            if not refresh:
+                body = self.cache.fresh(key, load)
+                if body is not None:
+                    return Lookup(body, "hit")
         return await self.cache.get(
             key, load, ttl, refresh=refresh, not_found_ttl=self.config.not_found_ttl
         )

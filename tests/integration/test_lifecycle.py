@@ -445,12 +445,6 @@ def test_standalone_bad_config_exits_non_zero_naming_the_variable() -> None:
     assert "chatty" in done.stderr
 
 
-@pytest.mark.xfail(
-    reason="BUG: lifecycle._early_port accepts only str.isdigit() ports while config accepts "
-    "int()-parsable ones ('+N'), so start-up fails with 'cannot listen on 127.0.0.1:None: "
-    "invalid port' (Extension.PortUnavailable) naming neither the variable nor the value",
-    strict=True,
-)
 def test_port_value_config_accepts_is_served_or_rejected_by_name() -> None:
     port = free_port()
     env = clean_env(
