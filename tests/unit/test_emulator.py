@@ -13,7 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.emulator import InitError, LambdaEmulator, default_python, path_without_python
+from tests.emulator import (
+    EmulatorError,
+    InitError,
+    LambdaEmulator,
+    default_python,
+    path_without_python,
+)
 
 FAKE_EXTENSION = """#!{python} -S
 import http.client, json, os, sys, time
@@ -51,6 +57,11 @@ while True:
         sys.exit(0)
     if MODE == "slow_invoke":
         time.sleep(0.3)
+    if MODE == "exit_error":
+        call("POST", "/exit/error", json.dumps({{"errorMessage": "lost the upstream"}}),
+             {{"Lambda-Extension-Identifier": ext_id,
+               "Lambda-Extension-Function-Error-Type": "Extension.UpstreamGone"}})
+        sys.exit(5)
 """
 
 HANDLER = """
@@ -62,6 +73,8 @@ if os.environ.get("FAIL_AT_IMPORT"):
 def handler(event, context):
     if event.get("raise"):
         raise ValueError("boom")
+    if event.get("exit"):
+        os._exit(event["exit"])
     if event.get("sleep"):
         time.sleep(event["sleep"])
     return {
@@ -351,3 +364,26 @@ def test_path_without_python_has_no_python_but_has_the_usual_tools(tmp_path):
     assert shutil.which("python", path=path) is None
     assert shutil.which("sh", path=path) is not None
     assert shutil.which("dirname", path=path) is not None
+
+
+def test_runtime_that_dies_mid_invoke_is_a_runtime_exit_error(sandbox):
+    emu = sandbox({"ext-a": "ok"})
+    emu.init()
+    result = emu.invoke({"exit": 3})
+    assert not result.ok
+    assert result.error_type == "Runtime.ExitError"
+    assert "code 3" in result.error
+    assert emu.state == "shutdown"
+    assert events_seen(emu, "ext-a", 2)[-1]["shutdownReason"] == "failure"
+
+
+def test_extension_exit_error_fails_the_invoke_with_its_type(sandbox):
+    emu = sandbox({"quitter": "exit_error"})
+    emu.init()
+    result = emu.invoke({})
+    assert not result.ok
+    assert result.error_type == "Extension.UpstreamGone"
+    assert result.error == "lost the upstream"
+    assert emu.extensions["quitter"].exit_error == ("Extension.UpstreamGone", "lost the upstream")
+    with pytest.raises(EmulatorError):
+        emu.invoke({})
