@@ -74,7 +74,7 @@ def _template_environment() -> dict[str, str]:
     except ImportError:
         return {}
 
-    class _Loader(yaml.SafeLoader):
+    class _Loader(yaml.SafeLoader):  # type: ignore[misc]
         pass
 
     def _any_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> object:

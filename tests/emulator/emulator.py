@@ -391,7 +391,6 @@ class LambdaEmulator:
         payload = event if isinstance(event, bytes) else json.dumps(event or {}).encode()
         budget = self.function_timeout if timeout is None else timeout
         start = time.monotonic()
-        deadline = start + budget
         inv = _Invocation(
             request_id=str(uuid.uuid4()),
             payload=payload,
@@ -449,18 +448,15 @@ class LambdaEmulator:
         assert inv.responded_at is not None
         decoded = _decode(inv.body)
         is_error = inv.kind == "error"
-        error_type = None
+        reported_type: str | None = None
         if is_error:
-            error_type = inv.error_type or (
-                decoded.get("errorType") if isinstance(decoded, dict) else None
-            )
-            error_type = error_type or "Unhandled"
-        _ = deadline
+            from_body = decoded.get("errorType") if isinstance(decoded, dict) else None
+            reported_type = inv.error_type or (str(from_body) if from_body else "Unhandled")
         return InvokeResult(
             request_id=inv.request_id,
             ok=not is_error,
             payload=None if is_error else decoded,
-            error_type=error_type,
+            error_type=reported_type,
             error=decoded if is_error else None,
             duration_ms=(inv.responded_at - start) * 1000.0,
             total_ms=(end - start) * 1000.0,
