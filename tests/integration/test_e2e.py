@@ -143,3 +143,29 @@ def test_extension_logs_are_json_lines_without_the_token(lambda_sandbox, seeded_
     assert emu.session_token not in everything
     for value in seeded_aws.expected().values():
         assert value not in everything
+
+
+def _lambda_pythons() -> list[str]:
+    """Real interpreters for each Python runtime the layer supports, where installed here."""
+    found = []
+    for minor in (10, 11, 12, 13):
+        for root in sorted(Path("/root/.pyenv/versions").glob(f"3.{minor}.*"), reverse=True):
+            exe = root / "bin" / f"python3.{minor}"
+            if os.access(exe, os.X_OK):
+                found.append(str(exe))
+                break
+    return found
+
+
+@pytest.mark.parametrize(
+    "python", _lambda_pythons() or ["none"], ids=lambda p: p.rsplit("/", 1)[-1]
+)
+def test_layer_serves_on_every_supported_python_runtime(lambda_sandbox, seeded_aws, python):
+    if python == "none":
+        pytest.skip("no python3.10-3.13 interpreters installed under /root/.pyenv")
+    emu = lambda_sandbox("client_handler", python=python, runtime_python=python)
+    emu.init()
+    result = emu.invoke({})
+    assert result.ok, result.error
+    assert result.payload["init"] == result.payload["invoke"] == seeded_aws.expected()
+    assert emu.shutdown().extensions["secretcache"].exit_code == 0
