@@ -16,7 +16,7 @@ import time
 from typing import TYPE_CHECKING
 
 from .extensions_api import ExtensionsApiClient
-from .log import log
+from .log import log, where
 from .vendored import add_vendored_paths
 
 if TYPE_CHECKING:  # typing costs milliseconds at import; start-up only needs it for mypy
@@ -121,7 +121,7 @@ def main(argv: list[str], env: Mapping[str, str] | None = None) -> int:
         return asyncio.run(_serve(config, sock, api, name, started, registered))
     except Exception as exc:
         message = f"the extension stopped unexpectedly ({type(exc).__name__})"
-        log.error("extension.crashed", error=type(exc).__name__)
+        log.error("extension.crashed", error=type(exc).__name__, where=where(exc))
         if api is not None:
             try:
                 api.exit_error("Extension.Crashed", message)
@@ -318,7 +318,10 @@ def _quiet_library_loggers(loop: Any) -> None:
 
     def on_loop_error(_: Any, context: dict[str, Any]) -> None:
         exc = context.get("exception")
-        log.error("loop.error", error=type(exc).__name__ if exc else "unknown")
+        if exc is None:
+            log.error("loop.error", error="unknown")
+        else:
+            log.error("loop.error", error=type(exc).__name__, where=where(exc))
 
     loop.set_exception_handler(on_loop_error)
 

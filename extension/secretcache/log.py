@@ -14,6 +14,17 @@ from typing import Any, TextIO
 LEVELS = {"debug": 10, "info": 20, "warn": 30, "error": 40, "none": 100}
 
 
+def where(exc: BaseException) -> str:
+    """`file.py:line in function` of the innermost frame: where it failed, never what it held."""
+    tb = exc.__traceback__
+    if tb is None:
+        return "unknown"
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    code = tb.tb_frame.f_code
+    return f"{code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno} in {code.co_name}"
+
+
 class Logger:
     """A minimal JSON-lines logger; cheaper to import than `logging` and safe by construction."""
 

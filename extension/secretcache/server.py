@@ -28,7 +28,7 @@ from .errors import (
     ServiceUnavailable,
     Unauthorized,
 )
-from .log import log
+from .log import log, where
 from .prefetch import kms_digest
 from .reads import Reads
 
@@ -108,7 +108,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPException as exc:
         return error_response(http_error(exc.status, None))
     except Exception as exc:
-        log.error("request.internal_error", path=request.path, error=type(exc).__name__)
+        log.error(
+            "request.internal_error", path=request.path, error=type(exc).__name__, where=where(exc)
+        )
         return error_response(SecretcacheError("internal error", error_type="InternalError"))
 
 
