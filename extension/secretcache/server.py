@@ -36,6 +36,10 @@ TOKEN_HEADERS = ("X-Aws-Parameters-Secrets-Token", "X-Vault-Token")
 MAX_QUERY_VALUE = 2048
 MAX_BODY_BYTES = 64 * 1024
 MAX_HEADER_BYTES = 8 * 1024
+#: aiohttp's parser limits: a request line, and one header field. They differ so a parse error
+#: says which was too long (414 or 431); the middleware bounds the whole head.
+MAX_LINE_SIZE = 8190
+MAX_FIELD_SIZE = MAX_HEADER_BYTES
 MAX_BATCH_ITEMS = 100
 JSON_HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-store"}
 _ALLOWED_HOSTS = ("localhost", "127.0.0.1", "[::1]")
@@ -80,6 +84,34 @@ _HTTP_ERRORS: dict[int, Callable[[], SecretcacheError]] = {
 }
 
 
+def headers_too_large() -> SecretcacheError:
+    error = BadRequest(
+        f"request line and headers over {MAX_HEADER_BYTES} bytes", error_type="HeadersTooLarge"
+    )
+    error.status = 431
+    return error
+
+
+def parse_error(status: int, exc: BaseException | None) -> SecretcacheError:
+    """Our JSON error for a request aiohttp could not parse: an oversized head is 431 or 414."""
+    from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
+
+    if isinstance(exc, LineTooLong) and len(exc.args) > 1:
+        if exc.args[1] == MAX_FIELD_SIZE:
+            return headers_too_large()
+        too_long = BadRequest(
+            f"request line over {MAX_LINE_SIZE} bytes", error_type="RequestLineTooLong"
+        )
+        too_long.status = 414
+        return too_long
+    if isinstance(exc, BadHttpMessage) and "too many headers" in str(exc).lower():
+        return headers_too_large()
+    error = http_error(status)
+    if exc is not None:
+        error.message = f"malformed HTTP request ({type(exc).__name__})"
+    return error
+
+
 def http_error(status: int, reason: str | None = None) -> SecretcacheError:
     """Our JSON error for a status aiohttp produced (routing, body size, malformed HTTP)."""
     make = _HTTP_ERRORS.get(status)
@@ -116,19 +148,16 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 @web.middleware
 async def access_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Refuse foreign Host headers (DNS rebinding), oversized headers, and missing tokens."""
+    """Refuse foreign Host headers (DNS rebinding), oversized heads, and missing tokens."""
     state = request.app[STATE]
     host = request.headers.get("Host")
     if host is not None and host.lower() not in state.allowed_hosts:
         raise Forbidden(
             "the Host header must be localhost, 127.0.0.1 or [::1]", error_type="ForbiddenHost"
         )
-    if sum(len(k) + len(v) + 4 for k, v in request.raw_headers) > MAX_HEADER_BYTES:
-        error = BadRequest(
-            f"request headers over {MAX_HEADER_BYTES} bytes", error_type="HeadersTooLarge"
-        )
-        error.status = 431
-        raise error
+    head = len(request.method) + len(request.raw_path) + 11  # "M PATH HTTP/1.1\r\n"
+    if head + sum(len(k) + len(v) + 4 for k, v in request.raw_headers) > MAX_HEADER_BYTES:
+        raise headers_too_large()
     if request.path in _OPEN_PATHS:
         return await handler(request)
     supplied = None
@@ -355,7 +384,11 @@ def make_app(reads: Reads) -> web.Application:
     app = web.Application(
         middlewares=[error_middleware, access_middleware],
         client_max_size=MAX_BODY_BYTES,
-        handler_args={"max_line_size": 8190, "max_field_size": 8190, "max_headers": 128},
+        handler_args={
+            "max_line_size": MAX_LINE_SIZE,
+            "max_field_size": MAX_FIELD_SIZE,
+            "max_headers": 128,
+        },
     )
     app[STATE] = ServerState(reads)
     reads.backends.call_observer = reads.cache.record_upstream
@@ -393,9 +426,7 @@ class JsonRequestHandler(RequestHandler):
             log.error("request.internal_error", error=type(exc).__name__ if exc else "unknown")
             error: SecretcacheError = SecretcacheError("internal error", error_type="InternalError")
         else:
-            error = http_error(status)
-            if exc is not None:
-                error.message = f"malformed HTTP request ({type(exc).__name__})"
+            error = parse_error(status, exc)
         response = error_response(error)
         response.force_close()
         return response
