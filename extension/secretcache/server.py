@@ -148,7 +148,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 @web.middleware
 async def access_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Refuse foreign Host headers (DNS rebinding), oversized heads, and missing tokens."""
+    """Refuse foreign Host headers (DNS rebinding), oversized heads and bodies, missing tokens."""
     state = request.app[STATE]
     host = request.headers.get("Host")
     if host is not None and host.lower() not in state.allowed_hosts:
@@ -158,6 +158,9 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
     head = len(request.method) + len(request.raw_path) + 11  # "M PATH HTTP/1.1\r\n"
     if head + sum(len(k) + len(v) + 4 for k, v in request.raw_headers) > MAX_HEADER_BYTES:
         raise headers_too_large()
+    # A body is refused by its declared size on every route, not only where it is read.
+    if (request.content_length or 0) > MAX_BODY_BYTES:
+        raise http_error(413)
     if request.path in _OPEN_PATHS:
         return await handler(request)
     supplied = None
