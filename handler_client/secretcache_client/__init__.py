@@ -40,6 +40,7 @@ __all__ = [
     "UpstreamError",
     "default_client",
     "get_parameter",
+    "get_parameters_by_path",
     "get_secret",
     "get_secret_value",
     "kms_decrypt",
@@ -53,4 +54,5 @@ default_client = Client()
 get_secret = default_client.get_secret
 get_secret_value = default_client.get_secret_value
 get_parameter = default_client.get_parameter
+get_parameters_by_path = default_client.get_parameters_by_path
 kms_decrypt = default_client.kms_decrypt

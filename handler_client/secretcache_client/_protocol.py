@@ -35,6 +35,7 @@ PORT_ENV = "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT"
 TOKEN_HEADER = "X-Aws-Parameters-Secrets-Token"
 SECRET_PATH = "/secretsmanager/get"
 PARAMETER_PATH = "/systemsmanager/parameters/get"
+PARAMETERS_BY_PATH_PATH = "/systemsmanager/parameters/getbypath"
 DECRYPT_PATH = "/kms/decrypt"
 
 # AWS's extension answers this (as a 400) until its own init has finished.
@@ -115,6 +116,35 @@ def parameter_path(
     if refresh:
         path += "&refreshNow=true"
     return path
+
+
+def parameters_by_path_path(path: str, decrypt: bool, recursive: bool, refresh: bool) -> str:
+    """Path and query of a by-path read (secretcache only; AWS's extension has no such path)."""
+    _require_name(path, "path")
+    if not path.startswith("/"):
+        raise ValueError("path must start with '/'")
+    query = f"{PARAMETERS_BY_PATH_PATH}?path={_quote(path)}"
+    query += "&withDecryption=true" if decrypt else "&withDecryption=false"
+    if recursive:
+        query += "&recursive=true"
+    if refresh:
+        query += "&refreshNow=true"
+    return query
+
+
+def parameters_by_path_result(document: dict[str, Any]) -> dict[str, str]:
+    """{full parameter name: value} from a by-path answer."""
+    parameters = document.get("Parameters")
+    if not isinstance(parameters, list):
+        raise UpstreamError("the response has no Parameters list")
+    values: dict[str, str] = {}
+    for parameter in parameters:
+        name = parameter.get("Name") if isinstance(parameter, dict) else None
+        value = parameter.get("Value") if isinstance(parameter, dict) else None
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise UpstreamError("a parameter in the response has no Name or Value")
+        values[name] = value
+    return values
 
 
 def decrypt_body(

@@ -304,6 +304,13 @@ class AsyncClient:
         path = proto.parameter_path(name, decrypt, version, label, refresh)
         return proto.parameter_result(await self._call("GET", path, None), name, transform)
 
+    async def get_parameters_by_path(
+        self, path: str, *, decrypt: bool = True, recursive: bool = False, refresh: bool = False
+    ) -> dict[str, str]:
+        """Every parameter under ``path``; see :meth:`Client.get_parameters_by_path`."""
+        query = proto.parameters_by_path_path(path, decrypt, recursive, refresh)
+        return proto.parameters_by_path_result(await self._call("GET", query, None))
+
     async def kms_decrypt(
         self,
         ciphertext: bytes | str,

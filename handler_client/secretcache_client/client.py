@@ -212,6 +212,13 @@ class Client:
         path = proto.parameter_path(name, decrypt, version, label, refresh)
         return proto.parameter_result(self._call("GET", path, None), name, transform)
 
+    def get_parameters_by_path(
+        self, path: str, *, decrypt: bool = True, recursive: bool = False, refresh: bool = False
+    ) -> dict[str, str]:
+        """Every parameter under ``path`` as {full name: value} (secretcache only)."""
+        query = proto.parameters_by_path_path(path, decrypt, recursive, refresh)
+        return proto.parameters_by_path_result(self._call("GET", query, None))
+
     def kms_decrypt(
         self,
         ciphertext: bytes | str,

@@ -31,6 +31,7 @@ Service = Literal["ssm", "secretsmanager"]
 
 _SSM_OPTIONS = frozenset({"WithDecryption", "Version", "Label", "RefreshNow"})
 _SECRETS_OPTIONS = frozenset({"VersionId", "VersionStage", "RefreshNow"})
+_PATH_OPTIONS = frozenset({"WithDecryption", "Recursive", "RefreshNow"})
 
 
 class SecretcacheProvider(BaseProvider):
@@ -90,7 +91,21 @@ class SecretcacheProvider(BaseProvider):
         )
 
     def _get_multiple(self, path: str, **sdk_options: Any) -> dict[str, str]:
-        raise NotImplementedError("secretcache does not read parameters by path yet")
+        """Parameters under ``path``, named relative to it as Powertools' SSMProvider names them."""
+        if self.service != "ssm":
+            raise NotImplementedError("Secrets Manager has no read by path")
+        _check_options(sdk_options, _PATH_OPTIONS)
+        found = self.client.get_parameters_by_path(
+            path,
+            decrypt=bool(sdk_options.get("WithDecryption", True)),
+            recursive=bool(sdk_options.get("Recursive", False)),
+            refresh=bool(sdk_options.get("RefreshNow", False)),
+        )
+        values: dict[str, str] = {}
+        for name, value in found.items():
+            relative = name[len(path) :] if name.startswith(path) else name
+            values[relative.lstrip("/")] = value
+        return values
 
 
 def _check_options(options: dict[str, Any], allowed: frozenset[str]) -> None:

@@ -138,3 +138,37 @@ def test_powertools_provider(extension: ExtensionProcess, seeded: dict[str, str]
     assert ssm.get(f"/{p}/cfg.json", transform="auto") == {"n": 1}
     assert ssm.get(f"/{p}/key") == "s3cure"
     assert secrets.get(f"{p}/db", transform="json") == {"user": "u", "pw": "p2"}
+
+
+def test_parameters_by_path_sync_async_and_powertools(
+    extension: ExtensionProcess, moto_server: MotoServer, unique: str
+) -> None:
+    from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
+    from secretcache_client.powertools import SecretcacheProvider
+
+    ssm = moto_server.client("ssm")
+    ssm.put_parameter(Name=f"/{unique}/svc/url", Value="https://svc.test", Type="String")
+    ssm.put_parameter(Name=f"/{unique}/svc/key", Value="k3y", Type="SecureString")
+    ssm.put_parameter(Name=f"/{unique}/svc/deep/x", Value="x-value", Type="String")
+    path = f"/{unique}/svc"
+    with Client(port=extension.port, token=extension.token, timeout=15.0) as client:
+        assert client.get_parameters_by_path(path) == {
+            f"{path}/url": "https://svc.test",
+            f"{path}/key": "k3y",
+        }
+        recursive = client.get_parameters_by_path(path, recursive=True)
+        assert recursive[f"{path}/deep/x"] == "x-value"
+        provider = SecretcacheProvider(client=client)
+        assert provider.get_multiple(path) == {"url": "https://svc.test", "key": "k3y"}
+        assert provider.get_multiple(path, Recursive=True, force_fetch=True)["deep/x"] == "x-value"
+        with pytest.raises(GetParameterError, match="no read by path"):
+            SecretcacheProvider(service="secretsmanager", client=client).get_multiple(path)
+
+    async def read() -> dict[str, str]:
+        async with AsyncClient(port=extension.port, token=extension.token, timeout=15.0) as aio:
+            return await aio.get_parameters_by_path(path, decrypt=False)
+
+    without_decryption = asyncio.run(read())
+    assert without_decryption[f"{path}/url"] == "https://svc.test"
+    # moto gap: without decryption moto returns no real ciphertext, but not the plaintext either
+    assert without_decryption[f"{path}/key"] != "k3y"
