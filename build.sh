@@ -3,6 +3,7 @@
 #   ./build.sh [layer]        build dist/secretcache-layer.zip (quick no-op when nothing changed)
 #   ./build.sh test [args]    set up .venv, build the layer, run the test suite (pytest args pass through)
 #   ./build.sh demo [args]    build the layer and run the example function on the local Lambda emulator
+#   ./build.sh bench [args]   build the layer and run the benchmarks (--quick: fewer samples); see bench/README.md
 #   ./build.sh sam-validate   sam validate --lint template.yaml (aws-sam-cli in its own venv .venv-sam)
 #   ./build.sh setup          set up .venv only
 #   ./build.sh sam-setup      set up .venv-sam only
@@ -72,5 +73,9 @@ case "$cmd" in
     build_layer >&2
     exec "$VENV/bin/python" -m tests.emulator.demo "$@"
     ;;
-  *) echo "usage: ./build.sh [layer|test|demo|sam-validate|setup|sam-setup]" >&2; exit 2 ;;
+  bench)
+    build_layer >&2
+    exec "$VENV/bin/python" -m bench "$@"
+    ;;
+  *) echo "usage: ./build.sh [layer|test|demo|bench|sam-validate|setup|sam-setup]" >&2; exit 2 ;;
 esac
