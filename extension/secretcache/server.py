@@ -9,6 +9,7 @@ import base64
 import binascii
 import hmac
 import json
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl
@@ -416,6 +417,13 @@ def make_app(reads: Reads) -> web.Application:
 class JsonRequestHandler(RequestHandler):
     """aiohttp's protocol handler with errors before routing (malformed HTTP) rendered as JSON."""
 
+    on_lost: Callable[[JsonRequestHandler], None] | None = None
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        super().connection_lost(exc)
+        if self.on_lost is not None:
+            self.on_lost(self)
+
     def handle_error(
         self,
         request: Any,
@@ -485,9 +493,17 @@ class LimitedSockSite(web.SockSite):
         loop = asyncio.get_running_loop()
         kwargs = server._kwargs
 
+        # Counted here, not with server.connections: a burst of connections accepted in one
+        # loop iteration builds every protocol before any connection_made registers one.
+        # Weak, so a handler whose transport never came up is not counted forever.
+        live: weakref.WeakSet[JsonRequestHandler] = weakref.WeakSet()
+
         def factory() -> Any:
-            if len(server.connections) >= limit:
+            if len(live) >= limit:
                 return _Refused()
-            return JsonRequestHandler(server, loop=loop, **kwargs)
+            handler = JsonRequestHandler(server, loop=loop, **kwargs)
+            handler.on_lost = live.discard
+            live.add(handler)
+            return handler
 
         self._server = await loop.create_server(factory, sock=self._sock, backlog=self._backlog)
