@@ -7,6 +7,7 @@ loaders are coroutines returning bytes or raising `SecretcacheError`.
 from __future__ import annotations
 
 import asyncio
+import copy
 import random
 import time
 from collections import OrderedDict, deque
@@ -20,6 +21,12 @@ Loader = Callable[[], Awaitable[bytes]]
 ENTRY_OVERHEAD_BYTES = 256
 #: Share of the TTL at the end of an entry's life in which a hit starts a background refresh.
 REFRESH_AHEAD_FRACTION = 0.1
+
+
+def _copy_error(error: SecretcacheError) -> SecretcacheError:
+    """A fresh instance to raise: re-raising one stored exception object appends every raise's
+    frames to its traceback, so a cached not-found would keep each request's frames alive."""
+    return copy.copy(error).with_traceback(None)
 
 
 class CacheKey(NamedTuple):
@@ -216,7 +223,7 @@ class TtlCache:
             self._entries.move_to_end(key)
             if entry.error is not None:
                 stats.hits += 1
-                raise entry.error
+                raise _copy_error(entry.error)
             stats.hits += 1
             return Lookup(entry.body, "hit", now - entry.stored_at)
         if refresh:
@@ -294,7 +301,7 @@ class TtlCache:
             body = await self._call(key, load)
         except SecretcacheError as exc:
             if isinstance(exc, NotFound) and not_found_ttl > 0:
-                self._store(key, b"", exc, not_found_ttl)
+                self._store(key, b"", _copy_error(exc), not_found_ttl)
             if not future.done():
                 future.set_exception(exc)
         except asyncio.CancelledError:
