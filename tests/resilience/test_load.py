@@ -190,8 +190,9 @@ def test_64_clients_for_20s_mixed_hits_and_misses(start, proxy, seed, figures):
 def test_1000_concurrent_misses_for_one_key_make_one_upstream_call(start, proxy, seed, figures):
     ext = start(SECRETCACHE_MAX_CLIENT_CONNECTIONS="2048", SECRETS_MANAGER_TTL="300")
     name, value = seed.secret("burst")
-    # Slow AWS for this key, so every request arrives while the one load is in flight.
-    proxy.set_fault(Fault.latency(1.5), target="GetSecretValue", identifier=name)
+    # Slow AWS for this key (under the 1.5 s timeout), so every request arrives while the one
+    # load is in flight.
+    proxy.set_fault(Fault.latency(0.8), target="GetSecretValue", identifier=name)
 
     async def burst() -> list[tuple[int, bytes]]:
         clients = [Client(ext.port, ext.token) for _ in range(1000)]
