@@ -131,6 +131,7 @@ def test_64_clients_for_20s_mixed_hits_and_misses(start, proxy, seed, figures):
 
     warm = Tally()
     asyncio.run(run_clients(ext.port, ext.token, keys, WARM_UP_SECONDS, warm))
+    time.sleep(0.5)  # background refreshes started by the last requests reach AWS first
     rss_before = rss_kib(pid)
     proxy.reset_counts()
     metrics_before = ext.get("/metrics").json()["services"]["secretsmanager"]  # type: ignore[index]
@@ -139,6 +140,7 @@ def test_64_clients_for_20s_mixed_hits_and_misses(start, proxy, seed, figures):
     started = time.monotonic()
     asyncio.run(run_clients(ext.port, ext.token, keys, RUN_SECONDS, tally))
     elapsed = time.monotonic() - started
+    time.sleep(0.5)
     rss_after = rss_kib(pid)
     metrics_after = ext.get("/metrics").json()["services"]["secretsmanager"]  # type: ignore[index]
 
