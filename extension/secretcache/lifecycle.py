@@ -141,17 +141,14 @@ async def _serve(
     import asyncio
     import signal
 
-    from .fast_import import finish_deferred_ssl, import_aiohttp_web
-
-    web = import_aiohttp_web()
-    threading.Thread(target=finish_deferred_ssl, name="secretcache-ssl", daemon=True).start()
-
     from .backends import AwsBackends
     from .cache import TtlCache
+    from .fastpath import FastPath
     from .metrics import emf_line
     from .prefetch import run_prefetch
+    from .query import allowed_hosts
     from .reads import Reads
-    from .server import STATE, LimitedSockSite, make_app
+    from .status import Status
 
     loop = asyncio.get_running_loop()
     _quiet_library_loggers(loop)
@@ -179,15 +176,18 @@ async def _serve(
         },
         region=config.region,
     )
+    backends.call_observer = cache.record_upstream
     backends.start_loading()
-    app = make_app(Reads(config, cache, backends))
-    state = app[STATE]
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.25)
-    await runner.setup()
-    site = LimitedSockSite(
-        runner, sock, max_connections=config.max_client_connections, backlog=LISTEN_BACKLOG
+    reads = Reads(config, cache, backends)
+    status = Status()
+    listener = FastPath(
+        reads,
+        status,
+        token=config.token,
+        allowed_hosts=allowed_hosts(config.port),
+        max_connections=config.max_client_connections,
     )
-    await site.start()
+    server = await loop.create_server(listener.protocol_factory, sock=sock, backlog=LISTEN_BACKLOG)
     listening = time.monotonic()
     log.info(
         "extension.started",
@@ -196,21 +196,30 @@ async def _serve(
         msToRegister=round((registered - started) * 1000, 1),
         msToListen=round((listening - started) * 1000, 1),
     )
+    runners: list[Any] = []
+    aiohttp_task = loop.create_task(_start_aiohttp(reads, status, listener, runners))
 
     stop = asyncio.Event()
     failure: list[str] = []
+
+    def aiohttp_started(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            failure.append(f"aiohttp failed to load ({type(task.exception()).__name__})")
+            stop.set()
+
+    aiohttp_task.add_done_callback(aiohttp_started)
 
     async def warm_up() -> list[Any]:
         """Wait for the SDK, create the clients, then run the prefetch list."""
         await backends.wait_loaded()
         await backends.warm()
         log.info("sdk.loaded", msSinceStart=round((time.monotonic() - started) * 1000, 1))
-        return await run_prefetch(state.reads, config.prefetch)
+        return await run_prefetch(reads, config.prefetch)
 
     if config.prefetch:
         # Prefetched values must be in the cache before INIT ends: warm up before event/next.
         # Reads that arrive meanwhile (the handler's INIT) wait for the prefetch, then hit.
-        state.reads.begin_prefetch()
+        reads.begin_prefetch()
         try:
             failures = await warm_up()
         except Exception as exc:
@@ -222,7 +231,7 @@ async def _serve(
                 "and SECRETCACHE_PREFETCH_REQUIRED=true"
             )
             return _fail(api, "Extension.PrefetchFailed", message)
-        state.ready = True
+        status.ready = True
     else:
         # Nothing to warm: report ready now and let the SDK load off the critical path.
         async def warm_up_in_background() -> None:
@@ -232,7 +241,7 @@ async def _serve(
                 failure.append(f"the AWS SDK failed to load ({exc})")
                 stop.set()
                 return
-            state.ready = True
+            status.ready = True
 
         warm_task = loop.create_task(warm_up_in_background())
 
@@ -282,7 +291,7 @@ async def _serve(
             loop.add_signal_handler(signum, stop.set)
 
     await stop.wait()
-    state.closing = True
+    status.closing = True
     if not config.prefetch:
         warm_task.cancel()
     budget = MAX_SHUTDOWN_SECONDS
@@ -291,7 +300,9 @@ async def _serve(
             budget, max(0.05, shutdown_deadline[0] - time.time() - SHUTDOWN_MARGIN_SECONDS)
         )
     try:
-        await asyncio.wait_for(_close(runner, cache, backends), budget)
+        await asyncio.wait_for(
+            _close(server, listener, aiohttp_task, runners, cache, backends), budget
+        )
     except (asyncio.TimeoutError, Exception) as exc:
         log.warn("extension.shutdown_incomplete", error=type(exc).__name__)
     emit_metrics()
@@ -326,7 +337,42 @@ def _quiet_library_loggers(loop: Any) -> None:
     loop.set_exception_handler(on_loop_error)
 
 
-async def _close(runner: Any, cache: Any, backends: Any) -> None:
-    await runner.cleanup()
+async def _start_aiohttp(reads: Any, status: Any, listener: Any, runners: list[Any]) -> None:
+    """Import aiohttp off the event loop, then let the listener hand connections to it."""
+    import asyncio
+
+    loaded = asyncio.get_running_loop().create_future()
+
+    def import_web() -> None:
+        try:
+            import aiohttp.web  # noqa: F401  (the import is the work)
+        except Exception as exc:
+            loaded.get_loop().call_soon_threadsafe(loaded.set_exception, exc)
+        else:
+            loaded.get_loop().call_soon_threadsafe(loaded.set_result, None)
+
+    threading.Thread(target=import_web, name="secretcache-aiohttp", daemon=True).start()
+    await loaded
+    from aiohttp import web
+
+    from .server import handoff_factory, make_app
+
+    runner = web.AppRunner(
+        make_app(reads, status), access_log=None, handle_signals=False, shutdown_timeout=0.25
+    )
+    await runner.setup()
+    runners.append(runner)
+    listener.enable_handoff(handoff_factory(runner.server))
+
+
+async def _close(
+    server: Any, listener: Any, aiohttp_task: Any, runners: list[Any], cache: Any, backends: Any
+) -> None:
+    """Stop accepting, close connections, cancel background loads, close the SDK clients."""
+    server.close()
+    listener.close_connections()
+    aiohttp_task.cancel()
+    for runner in runners:
+        await runner.cleanup()
     await cache.close()
     await backends.close()

@@ -14,7 +14,7 @@ from typing import Any
 
 from . import responses
 from .backends import AwsBackends
-from .cache import CacheKey, Lookup, TtlCache
+from .cache import CacheKey, Loader, Lookup, TtlCache
 from .config import Config
 
 #: Set inside the prefetch's own reads, which must not wait for the prefetch to finish.
@@ -73,6 +73,29 @@ class Reads:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(event.wait(), PREFETCH_BUDGET_SECONDS)
 
+    def secret_read(
+        self, secret_id: str, version_id: str | None = None, version_stage: str | None = None
+    ) -> tuple[CacheKey, Loader, float]:
+        """Key, loader and TTL of a GetSecretValue read (for `read`, or a fast-path hit)."""
+
+        async def load() -> bytes:
+            result = await self.backends.get_secret_value(secret_id, version_id, version_stage)
+            return responses.secret_value_body(result)
+
+        key = secret_key(secret_id, version_id, version_stage)
+        return key, load, self.config.secrets_manager_ttl
+
+    def parameter_read(
+        self, name: str, selector: str = "", decrypt: bool = False
+    ) -> tuple[CacheKey, Loader, float]:
+        """Key, loader and TTL of a GetParameter read."""
+
+        async def load() -> bytes:
+            result = await self.backends.get_parameter(name + selector, decrypt)
+            return responses.parameter_body(result, selector)
+
+        return parameter_key(name, selector, decrypt), load, self.config.ssm_ttl
+
     async def secret(
         self,
         secret_id: str,
@@ -81,24 +104,14 @@ class Reads:
         *,
         refresh: bool = False,
     ) -> Lookup:
-        key = secret_key(secret_id, version_id, version_stage)
-
-        async def load() -> bytes:
-            result = await self.backends.get_secret_value(secret_id, version_id, version_stage)
-            return responses.secret_value_body(result)
-
-        return await self._read(key, load, self.config.secrets_manager_ttl, refresh)
+        key, load, ttl = self.secret_read(secret_id, version_id, version_stage)
+        return await self.read(key, load, ttl, refresh)
 
     async def parameter(
         self, name: str, selector: str = "", decrypt: bool = False, *, refresh: bool = False
     ) -> Lookup:
-        key = parameter_key(name, selector, decrypt)
-
-        async def load() -> bytes:
-            result = await self.backends.get_parameter(name + selector, decrypt)
-            return responses.parameter_body(result, selector)
-
-        return await self._read(key, load, self.config.ssm_ttl, refresh)
+        key, load, ttl = self.parameter_read(name, selector, decrypt)
+        return await self.read(key, load, ttl, refresh)
 
     async def decrypt(
         self,
@@ -119,7 +132,7 @@ class Reads:
                 result = await self.backends.decrypt(blob, context, key_id)
             return responses.decrypt_body(result)
 
-        return await self._read(key, load, self.config.kms_ttl, refresh)
+        return await self.read(key, load, self.config.kms_ttl, refresh)
 
     async def parameters_by_path(
         self, path: str, recursive: bool, decrypt: bool, *, refresh: bool = False
@@ -135,7 +148,7 @@ class Reads:
                 self.cache.put(parameter_key(p["Name"], "", decrypt), single.encode(), ttl)
             return responses.parameters_body(shaped, None)
 
-        return await self._read(key, load, ttl, refresh)
+        return await self.read(key, load, ttl, refresh)
 
     async def parameters(self, names: list[str], decrypt: bool, *, refresh: bool = False) -> bytes:
         """GetParameters in chunks of 10; fresh entries come from the cache."""
@@ -236,7 +249,8 @@ class Reads:
                 return secret_id
         return None
 
-    async def _read(self, key: CacheKey, load: Any, ttl: float, refresh: bool) -> Lookup:
+    async def read(self, key: CacheKey, load: Loader, ttl: float, refresh: bool) -> Lookup:
+        """A fresh entry, or one upstream load shared by every waiter (after any prefetch)."""
         if not refresh:
             body = self.cache.fresh(key, load)
             if body is not None:

@@ -5,14 +5,12 @@ Handlers only parse the request, call `Reads`, and write the stored bytes.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
-import hmac
 import json
-import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import parse_qsl
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
@@ -31,19 +29,29 @@ from .errors import (
 )
 from .log import log, where
 from .prefetch import kms_digest
+from .query import (
+    MAX_BODY_BYTES,
+    MAX_HEADER_BYTES,
+    MAX_QUERY_VALUE,
+    TOKEN_HEADERS,
+    Pairs,
+    all_values,
+    allowed_hosts,
+    first,
+    flag,
+    parse_query_string,
+    required,
+    ssm_selector,
+    token_matches,
+)
 from .reads import Reads
+from .status import Status
 
-TOKEN_HEADERS = ("X-Aws-Parameters-Secrets-Token", "X-Vault-Token")
-MAX_QUERY_VALUE = 2048
-MAX_BODY_BYTES = 64 * 1024
-MAX_HEADER_BYTES = 8 * 1024
 #: aiohttp's parser limits: a request line, and one header field. They differ so a parse error
 #: says which was too long (414 or 431); the middleware bounds the whole head.
 MAX_LINE_SIZE = 8190
 MAX_FIELD_SIZE = MAX_HEADER_BYTES
-MAX_BATCH_ITEMS = 100
 JSON_HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-store"}
-_ALLOWED_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 _OPEN_PATHS = frozenset({"/health", "/ping"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -52,14 +60,12 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class ServerState:
     """What the handlers share; one per app."""
 
-    def __init__(self, reads: Reads) -> None:
+    def __init__(self, reads: Reads, status: Status) -> None:
         self.reads = reads
+        self.status = status
         self.config = reads.config
         self.token = reads.config.token.encode("utf-8")
-        self.closing = False
-        self.ready = False
-        port = reads.config.port
-        self.allowed_hosts = frozenset(h for n in _ALLOWED_HOSTS for h in (n, f"{n}:{port}"))
+        self.allowed_hosts = allowed_hosts(reads.config.port)
 
 
 STATE = web.AppKey("state", ServerState)
@@ -171,9 +177,9 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
             break
     if supplied is None:
         raise Unauthorized(f"missing {TOKEN_HEADERS[0]} header", error_type="MissingToken")
-    if not hmac.compare_digest(supplied.encode("utf-8", "surrogateescape"), state.token):
+    if not token_matches(supplied.encode("utf-8", "surrogateescape"), state.token):
         raise Unauthorized(f"wrong {TOKEN_HEADERS[0]} header", error_type="InvalidToken")
-    if state.closing:
+    if state.status.closing:
         raise ServiceUnavailable("the extension is shutting down")
     return await handler(request)
 
@@ -181,66 +187,9 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
 # Query parsing ----------------------------------------------------------------------------
 
 
-def parse_query(request: web.Request) -> list[tuple[str, str]]:
-    """The query as ordered pairs: percent-decoded, `+` as space, UTF-8 enforced."""
-    raw = request.rel_url.raw_query_string
-    try:
-        pairs = parse_qsl(raw, keep_blank_values=True, encoding="utf-8", errors="strict")
-    except UnicodeDecodeError:
-        raise BadRequest("the query string is not valid UTF-8 after percent-decoding") from None
-    for name, value in pairs:
-        if len(value) > MAX_QUERY_VALUE or len(name) > MAX_QUERY_VALUE:
-            raise BadRequest(f"a query parameter is over {MAX_QUERY_VALUE} characters")
-    return pairs
-
-
-def first(pairs: list[tuple[str, str]], name: str) -> str | None:
-    for key, value in pairs:
-        if key == name:
-            return value
-    return None
-
-
-def required(pairs: list[tuple[str, str]], name: str) -> str:
-    value = first(pairs, name)
-    if value is None:
-        raise BadRequest(f"missing query parameter {name!r}", error_type="MissingParameter")
-    if value == "":
-        raise BadRequest(f"query parameter {name!r} is empty", error_type="MissingParameter")
-    return value
-
-
-def all_values(pairs: list[tuple[str, str]], name: str) -> list[str]:
-    values = [value for key, value in pairs if key == name]
-    if not values or any(v == "" for v in values):
-        raise BadRequest(f"give at least one non-empty {name!r}", error_type="MissingParameter")
-    if len(values) > MAX_BATCH_ITEMS:
-        raise BadRequest(f"at most {MAX_BATCH_ITEMS} {name!r} values per request")
-    return values
-
-
-def flag(pairs: list[tuple[str, str]], name: str) -> bool:
-    value = first(pairs, name)
-    if value is None or value == "":
-        return False
-    low = value.lower()
-    if low in ("true", "1"):
-        return True
-    if low in ("false", "0"):
-        return False
-    raise BadRequest(f"query parameter {name!r} must be true or false")
-
-
-def ssm_selector(pairs: list[tuple[str, str]]) -> str:
-    """`:version` or `:label`, whichever comes first in the query; "" for neither."""
-    for key, value in pairs:
-        if key == "version" and value != "":
-            if not (value.isascii() and value.isdigit()) or int(value) < 1:
-                raise BadRequest("query parameter 'version' must be a positive whole number")
-            return f":{int(value)}"
-        if key == "label" and value != "":
-            return f":{value}"
-    return ""
+def parse_query(request: web.Request) -> Pairs:
+    """The query as ordered pairs (see `query.parse_query_string`)."""
+    return parse_query_string(request.rel_url.raw_query_string)
 
 
 # Handlers ---------------------------------------------------------------------------------
@@ -369,7 +318,7 @@ async def kms_decrypt(request: web.Request) -> web.Response:
 async def health(request: web.Request) -> web.Response:
     """No token, no names, no configuration: just whether the extension is ready."""
     state = request.app[STATE]
-    status = "ok" if state.ready and state.reads.backends.loaded else "starting"
+    status = "ok" if state.status.ready and state.reads.backends.loaded else "starting"
     return json_response(json.dumps({"status": status}).encode())
 
 
@@ -383,7 +332,7 @@ async def metrics(request: web.Request) -> web.Response:
     return json_response(json.dumps(snapshot).encode())
 
 
-def make_app(reads: Reads) -> web.Application:
+def make_app(reads: Reads, status: Status) -> web.Application:
     """The HTTP application; routes accept a trailing slash as AWS's extension does."""
     app = web.Application(
         middlewares=[error_middleware, access_middleware],
@@ -394,8 +343,7 @@ def make_app(reads: Reads) -> web.Application:
             "max_headers": 128,
         },
     )
-    app[STATE] = ServerState(reads)
-    reads.backends.call_observer = reads.cache.record_upstream
+    app[STATE] = ServerState(reads, status)
     routes: list[tuple[str, str, Handler]] = [
         ("GET", "/secretsmanager/get", get_secret_value),
         ("GET", "/secretsmanager/batchget", batch_get_secrets),
@@ -443,67 +391,19 @@ class JsonRequestHandler(RequestHandler):
         return response
 
 
-class _Refused:
-    """Answers one connection over the limit with 503 and closes it."""
+def handoff_factory(server: Any) -> Callable[[Callable[[Any], None]], asyncio.Protocol]:
+    """Builds our JSON-erroring handler for a connection the fast path hands to aiohttp.
 
-    def __init__(self) -> None:
-        self.transport: Any = None
+    `server` is the runner's `web.Server`; Server.__call__ would build a plain RequestHandler,
+    so ours is built with the same arguments (aiohttp is pinned, and the tests cover this).
+    `on_lost` lets the listener stop counting the connection when it closes.
+    """
+    loop = asyncio.get_running_loop()
+    kwargs = server._kwargs
 
-    def connection_made(self, transport: Any) -> None:
-        error = ServiceUnavailable(
-            "too many concurrent connections", error_type="TooManyConnections"
-        )
-        body = error.to_body()
-        head = (
-            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-            f"Cache-Control: no-store\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-        )
-        transport.write(head.encode() + body)
-        transport.close()
+    def make(on_lost: Callable[[Any], None]) -> asyncio.Protocol:
+        handler = JsonRequestHandler(server, loop=loop, **kwargs)
+        handler.on_lost = on_lost
+        return handler
 
-    def data_received(self, data: bytes) -> None:
-        return None
-
-    def eof_received(self) -> bool:
-        return False
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        return None
-
-
-class LimitedSockSite(web.SockSite):
-    """A site on the pre-bound socket: caps live connections, renders parse errors as JSON."""
-
-    def __init__(
-        self, runner: web.BaseRunner, sock: Any, *, max_connections: int, backlog: int
-    ) -> None:
-        super().__init__(runner, sock, backlog=backlog)
-        self._max_connections = max_connections
-
-    async def start(self) -> None:
-        await web.BaseSite.start(self)
-        import asyncio
-
-        server = self._runner.server
-        assert server is not None
-        limit = self._max_connections
-
-        # Server.__call__ builds a plain RequestHandler; build ours with the same arguments
-        # (aiohttp is pinned, and a test covers this).
-        loop = asyncio.get_running_loop()
-        kwargs = server._kwargs
-
-        # Counted here, not with server.connections: a burst of connections accepted in one
-        # loop iteration builds every protocol before any connection_made registers one.
-        # Weak, so a handler whose transport never came up is not counted forever.
-        live: weakref.WeakSet[JsonRequestHandler] = weakref.WeakSet()
-
-        def factory() -> Any:
-            if len(live) >= limit:
-                return _Refused()
-            handler = JsonRequestHandler(server, loop=loop, **kwargs)
-            handler.on_lost = live.discard
-            live.add(handler)
-            return handler
-
-        self._server = await loop.create_server(factory, sock=self._sock, backlog=self._backlog)
+    return make

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import inspect
 import json
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
@@ -84,12 +83,10 @@ class FakeBackends:
 
 
 def build_app(config: Any, cache: TtlCache, backends: FakeBackends) -> web.Application:
-    """make_app across the refactor from make_app(config, cache, backends) to make_app(reads)."""
-    if len(inspect.signature(make_app).parameters) == 1:
-        from secretcache.reads import Reads
+    from secretcache.reads import Reads
+    from secretcache.status import Status
 
-        return make_app(Reads(config, cache, backends))  # type: ignore[arg-type,call-arg]
-    return make_app(config, cache, backends)  # type: ignore[arg-type,call-arg]
+    return make_app(Reads(config, cache, backends), Status())  # type: ignore[arg-type]
 
 
 class App:
@@ -113,8 +110,7 @@ async def app() -> AsyncIterator[App]:
     cache = TtlCache(max_entries=100, max_bytes=1 << 20)
     web_app = build_app(config, cache, backends)
     state = web_app[STATE]
-    if hasattr(state, "ready"):
-        state.ready = True  # what lifecycle sets once start-up work is done
+    state.status.ready = True  # what lifecycle sets once start-up work is done
     server = TestServer(web_app, host="127.0.0.1", port=port)
     client = TestClient(server)
     await client.start_server()

@@ -1,0 +1,225 @@
+"""The listener's fast path: hot reads answered without aiohttp, everything else handed over.
+
+A fast-path response carries no `Server` header; aiohttp's does. These tests pin that both paths
+give the same answers, in order, on one connection.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.extension_process import ExtensionProcess
+from tests.support.moto_server import MotoServer
+
+
+@pytest.fixture
+def seeded(moto_server: MotoServer, unique: str) -> dict[str, str]:
+    sm = moto_server.client("secretsmanager")
+    sm.create_secret(Name=f"{unique}/a", SecretString="value-a")
+    sm.create_secret(Name=f"{unique}/b", SecretString="value-b")
+    moto_server.client("ssm").put_parameter(Name=f"/{unique}/p", Value="value-p", Type="String")
+    return {"a": f"{unique}/a", "b": f"{unique}/b", "p": f"/{unique}/p"}
+
+
+class RawConnection:
+    """One keep-alive connection; reads responses by Content-Length."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=15)
+        self.pending = b""
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def response(self) -> tuple[int, dict[str, str], bytes]:
+        while b"\r\n\r\n" not in self.pending:
+            chunk = self.sock.recv(65536)
+            assert chunk, "connection closed before a response"
+            self.pending += chunk
+        head, _, rest = self.pending.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ")[1])
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        length = int(headers.get("content-length", "0"))
+        while len(rest) < length:
+            chunk = self.sock.recv(65536)
+            assert chunk, "connection closed inside a body"
+            rest += chunk
+        self.pending = rest[length:]
+        return status, headers, rest[:length]
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def conn(extension: ExtensionProcess) -> Iterator[RawConnection]:
+    connection = RawConnection(extension.port)
+    yield connection
+    connection.close()
+
+
+def get(path: str, token: str, *extra: str) -> bytes:
+    lines = [f"GET {path} HTTP/1.1", "Host: localhost", f"X-Aws-Parameters-Secrets-Token: {token}"]
+    return ("\r\n".join([*lines, *extra, "", ""])).encode()
+
+
+def test_hits_and_misses_are_served_without_aiohttp(
+    extension: ExtensionProcess, conn: RawConnection, seeded: dict[str, str]
+) -> None:
+    for _ in range(3):
+        conn.send(get(f"/secretsmanager/get?secretId={seeded['a']}", extension.token))
+        status, headers, body = conn.response()
+        assert status == 200
+        assert "server" not in headers  # the fast path answered
+        assert headers["content-type"] == "application/json"
+        assert headers["cache-control"] == "no-store"
+        assert "date" in headers
+        assert json.loads(body)["SecretString"] == "value-a"
+    conn.send(get(f"/systemsmanager/parameters/get/?name={seeded['p']}", extension.token))
+    status, headers, body = conn.response()
+    assert status == 200 and "server" not in headers
+    assert json.loads(body)["Parameter"]["Value"] == "value-p"
+
+
+def test_pipelined_requests_are_answered_in_order(
+    extension: ExtensionProcess, conn: RawConnection, seeded: dict[str, str]
+) -> None:
+    token = extension.token
+    conn.send(
+        get(f"/secretsmanager/get?secretId={seeded['a']}", token)  # miss
+        + get(f"/secretsmanager/get?secretId={seeded['b']}", token)  # miss
+        + get(f"/secretsmanager/get?secretId={seeded['a']}", token)  # hit
+        + get("/secretsmanager/get?secretId=does-not-exist-anywhere", token)  # 404
+    )
+    answers = [conn.response() for _ in range(4)]
+    assert [a[0] for a in answers] == [200, 200, 200, 404]
+    values = [json.loads(a[2]).get("SecretString") for a in answers[:3]]
+    assert values == ["value-a", "value-b", "value-a"]
+    assert json.loads(answers[3][2])["errorType"] == "ResourceNotFoundException"
+
+
+def test_a_request_the_fast_path_does_not_take_hands_the_connection_to_aiohttp(
+    extension: ExtensionProcess, conn: RawConnection, seeded: dict[str, str]
+) -> None:
+    token = extension.token
+    conn.send(get(f"/secretsmanager/get?secretId={seeded['a']}", token))
+    assert conn.response()[0] == 200
+    conn.send(
+        get("/no/such/path", token) + get(f"/secretsmanager/get?secretId={seeded['a']}", token)
+    )
+    status, headers, body = conn.response()
+    assert status == 404 and json.loads(body)["errorType"] == "UnknownPath"
+    assert "aiohttp" in headers.get("server", "")
+    status, headers, body = conn.response()
+    assert status == 200 and json.loads(body)["SecretString"] == "value-a"
+    assert "aiohttp" in headers.get("server", "")  # the connection now belongs to aiohttp
+
+
+TOKEN = "X-Aws-Parameters-Secrets-Token: {token}"
+
+
+def raw(line: str, *headers: str) -> bytes:
+    return "\r\n".join([line, "Host: localhost", *headers, "", ""]).encode()
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "error_type"),
+    [
+        (raw("GET /secretsmanager/get?secretId=x HTTP/1.1"), 401, "MissingToken"),
+        (raw("GET /secretsmanager/get?secretId=x HTTP/1.1", TOKEN + "x"), 401, "InvalidToken"),
+        (
+            b"GET /secretsmanager/get?secretId=x HTTP/1.1\r\nHost: evil.example\r\n"
+            + TOKEN.encode()
+            + b"\r\n\r\n",
+            403,
+            "ForbiddenHost",
+        ),
+        (raw("GET /secretsmanager/get HTTP/1.1", TOKEN), 400, "MissingParameter"),
+        (
+            raw("GET /secretsmanager/get?secretId=x&refreshNow=no-way HTTP/1.1", TOKEN),
+            400,
+            "BadRequest",
+        ),
+        (
+            raw("GET /systemsmanager/parameters/get?name=x&version=a HTTP/1.1", TOKEN),
+            400,
+            "BadRequest",
+        ),
+        (raw("GET /secretsmanager/get?secretId=%FF HTTP/1.1", TOKEN), 400, "BadRequest"),
+        (
+            raw("POST /secretsmanager/get?secretId=x HTTP/1.1", TOKEN, "Content-Length: 0"),
+            405,
+            "MethodNotAllowed",
+        ),
+        (
+            raw("GET /secretsmanager/get?secretId=x HTTP/1.1", TOKEN.replace(":", " :")),
+            400,
+            "BadRequest",
+        ),
+    ],
+    ids=[
+        "no-token",
+        "wrong-token",
+        "foreign-host",
+        "no-secretId",
+        "bad-flag",
+        "bad-version",
+        "bad-utf8",
+        "post",
+        "space-before-colon",
+    ],
+)
+def test_rejections_are_aiohttps_json_errors(
+    extension: ExtensionProcess, request_bytes: bytes, status: int, error_type: str
+) -> None:
+    conn = RawConnection(extension.port)
+    try:
+        conn.send(request_bytes.replace(b"{token}", extension.token.encode()))
+        got_status, headers, body = conn.response()
+    finally:
+        conn.close()
+    assert got_status == status
+    assert headers["content-type"] == "application/json"
+    assert json.loads(body)["errorType"] == error_type
+
+
+def test_refresh_now_and_stale_headers_go_through_the_same_cache(
+    extension: ExtensionProcess,
+    conn: RawConnection,
+    moto_server: MotoServer,
+    seeded: dict[str, str],
+) -> None:
+    token = extension.token
+    conn.send(get(f"/secretsmanager/get?secretId={seeded['b']}", token))
+    assert json.loads(conn.response()[2])["SecretString"] == "value-b"
+    moto_server.client("secretsmanager").put_secret_value(
+        SecretId=seeded["b"], SecretString="value-b2"
+    )
+    conn.send(get(f"/secretsmanager/get?secretId={seeded['b']}", token))
+    assert json.loads(conn.response()[2])["SecretString"] == "value-b"
+    conn.send(get(f"/secretsmanager/get?secretId={seeded['b']}&refreshNow=true", token))
+    status, headers, body = conn.response()
+    assert status == 200 and "server" not in headers
+    assert json.loads(body)["SecretString"] == "value-b2"
+
+
+def test_half_closed_connection_still_gets_its_answer(
+    extension: ExtensionProcess, seeded: dict[str, str]
+) -> None:
+    conn = RawConnection(extension.port)
+    try:
+        conn.send(get(f"/secretsmanager/get?secretId={seeded['a']}", extension.token))
+        conn.sock.shutdown(socket.SHUT_WR)
+        status, _, body = conn.response()
+        assert status == 200 and json.loads(body)["SecretString"] == "value-a"
+        assert conn.sock.recv(10) == b""  # then the extension closes its side
+    finally:
+        conn.close()
