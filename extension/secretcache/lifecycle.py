@@ -11,15 +11,14 @@ from __future__ import annotations
 import os
 import socket
 import sys
-import threading
 import time
-from typing import TYPE_CHECKING
 
 from .extensions_api import ExtensionsApiClient
 from .log import log, where
 from .vendored import add_vendored_paths
 
-if TYPE_CHECKING:  # typing costs milliseconds at import; start-up only needs it for mypy
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs milliseconds at start
+if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any
 
@@ -140,6 +139,7 @@ async def _serve(
 ) -> int:
     import asyncio
     import signal
+    import threading
 
     from .backends import AwsBackends
     from .cache import TtlCache
@@ -340,6 +340,7 @@ def _quiet_library_loggers(loop: Any) -> None:
 async def _start_aiohttp(reads: Any, status: Any, listener: Any, runners: list[Any]) -> None:
     """Import aiohttp off the event loop, then let the listener hand connections to it."""
     import asyncio
+    import threading
 
     loaded = asyncio.get_running_loop().create_future()
 

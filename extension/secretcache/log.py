@@ -6,10 +6,12 @@ every line as a last line of defence, so a secret cannot reach a log by accident
 
 from __future__ import annotations
 
-import json
 import sys
 import time
-from typing import Any, TextIO
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs milliseconds at start
+if TYPE_CHECKING:
+    from typing import Any, TextIO
 
 LEVELS = {"debug": 10, "info": 20, "warn": 30, "error": 40, "none": 100}
 
@@ -57,6 +59,8 @@ class Logger:
             "event": event,
         }
         record.update(fields)
+        import json  # not at module import: the first line comes after registering
+
         line = json.dumps(record, default=str, separators=(",", ":"))
         for s in self._scrub:
             if s in line:
