@@ -157,6 +157,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 async def access_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Refuse foreign Host headers (DNS rebinding), oversized heads and bodies, missing tokens."""
     state = request.app[STATE]
+    if not request.raw_path.startswith("/"):
+        # Absolute form (`GET http://other/...`) names a host the Host check would not see.
+        raise Forbidden("absolute-form request targets are refused", error_type="ForbiddenHost")
     host = request.headers.get("Host")
     if host is not None and host.lower() not in state.allowed_hosts:
         raise Forbidden(

@@ -223,3 +223,20 @@ def test_half_closed_connection_still_gets_its_answer(
         assert conn.sock.recv(10) == b""  # then the extension closes its side
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize("path", ["/health", "/secretsmanager/get?secretId=x"])
+def test_absolute_form_targets_are_refused_even_with_a_local_host_header(
+    extension: ExtensionProcess, path: str
+) -> None:
+    conn = RawConnection(extension.port)
+    try:
+        conn.send(
+            f"GET http://evil.example{path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"X-Aws-Parameters-Secrets-Token: {extension.token}\r\n\r\n".encode()
+        )
+        status, _, body = conn.response()
+    finally:
+        conn.close()
+    assert status == 403
+    assert json.loads(body)["errorType"] == "ForbiddenHost"
