@@ -350,3 +350,63 @@ def plaintext_result(document: dict[str, Any]) -> bytes:
     if decoded is None:
         raise UpstreamError("the response has no base64 Plaintext")
     return decoded
+
+
+# -- HTTP/1.1 on the wire (shared by the sync and asyncio clients) -------------------------
+
+MAX_HEADER_LINES = 100
+
+
+class MalformedResponse(Exception):
+    """The bytes on the connection are not an HTTP/1.x response we can read."""
+
+
+def request_bytes(
+    method: str, path: str, port: int, body: bytes | None, token: str | None
+) -> bytes:
+    """One HTTP/1.1 request, kept alive by default."""
+    head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+    if token is not None:
+        head += f"{TOKEN_HEADER}: {token}\r\n"
+    if body is not None:
+        head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    return (head + "\r\n").encode("ascii") + (body or b"")
+
+
+def status_of(status_line: bytes) -> tuple[bytes, int]:
+    """HTTP version and status code of a status line."""
+    parts = status_line.split(None, 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+        raise MalformedResponse("bad status line")
+    return parts[0], int(parts[1])
+
+
+def add_header(headers: dict[bytes, bytes], line: bytes) -> None:
+    name, _, value = line.partition(b":")
+    headers[name.strip().lower()] = value.strip()
+
+
+def framing(version: bytes, status: int, headers: dict[bytes, bytes]) -> tuple[str, int, bool]:
+    """How the body is delimited ("chunked", "length" or "close"), its length, keep-alive."""
+    connection = headers.get(b"connection", b"").lower()
+    if version == b"HTTP/1.0":
+        keep_alive = b"keep-alive" in connection
+    else:
+        keep_alive = b"close" not in connection
+    if b"chunked" in headers.get(b"transfer-encoding", b"").lower():
+        return "chunked", 0, keep_alive
+    if b"content-length" in headers:
+        length = headers[b"content-length"]
+        if not length.isdigit():
+            raise MalformedResponse("bad Content-Length")
+        return "length", int(length), keep_alive
+    if status in (204, 304):
+        return "length", 0, keep_alive
+    return "close", 0, False
+
+
+def chunk_size(size_line: bytes) -> int:
+    try:
+        return int(size_line.split(b";", 1)[0].strip(), 16)
+    except ValueError:
+        raise MalformedResponse("bad chunk size") from None

@@ -54,15 +54,9 @@ __all__ = [
     "kms_decrypt",
 ]
 
-_MAX_HEADER_LINES = 100
-
 
 class _Starting(Exception):
     """The extension is starting (or absent): refused, or reset before any answer."""
-
-
-class _MalformedResponse(Exception):
-    """The bytes on the connection are not an HTTP/1.x response we can read."""
 
 
 class _Connection:
@@ -86,56 +80,29 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool
         status_line = await reader.readline()
         if not status_line:
             raise ConnectionResetError("connection closed before a response")
-        parts = status_line.split(None, 2)
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
-            raise _MalformedResponse("bad status line")
-        status = int(parts[1])
+        version, status = proto.status_of(status_line)
         headers: dict[bytes, bytes] = {}
-        for _ in range(_MAX_HEADER_LINES):
+        for _ in range(proto.MAX_HEADER_LINES):
             line = await reader.readline()
             if line in (b"\r\n", b"\n", b""):
                 break
-            name, _, value = line.partition(b":")
-            headers[name.strip().lower()] = value.strip()
+            proto.add_header(headers, line)
         else:
-            raise _MalformedResponse("too many header lines")
+            raise proto.MalformedResponse("too many header lines")
         if status >= 200:
             break  # 1xx answers are followed by the real one
-
-    connection = headers.get(b"connection", b"").lower()
-    if parts[0] == b"HTTP/1.0":
-        keep_alive = b"keep-alive" in connection
-    else:
-        keep_alive = b"close" not in connection
-    if b"chunked" in headers.get(b"transfer-encoding", b"").lower():
-        body = await _read_chunked(reader)
-    elif b"content-length" in headers:
-        length = headers[b"content-length"]
-        if not length.isdigit():
-            raise _MalformedResponse("bad Content-Length")
-        body = await reader.readexactly(int(length))
-    elif status in (204, 304):
-        body = b""
-    else:
-        body = await reader.read()  # delimited by the server closing the connection
-        keep_alive = False
-    return status, body, keep_alive
-
-
-async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
-    chunks: list[bytes] = []
-    while True:
-        size_line = (await reader.readline()).split(b";", 1)[0].strip()
-        try:
-            size = int(size_line, 16)
-        except ValueError:
-            raise _MalformedResponse("bad chunk size") from None
-        if size == 0:
-            while (await reader.readline()) not in (b"\r\n", b"\n", b""):
-                pass  # trailers
-            return b"".join(chunks)
-        chunks.append(await reader.readexactly(size))
-        await reader.readexactly(2)
+    kind, length, keep_alive = proto.framing(version, status, headers)
+    if kind == "chunked":
+        chunks: list[bytes] = []
+        while (size := proto.chunk_size(await reader.readline())) > 0:
+            chunks.append(await reader.readexactly(size))
+            await reader.readexactly(2)
+        while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+            pass  # trailers
+        return status, b"".join(chunks), keep_alive
+    if kind == "length":
+        return status, await reader.readexactly(length), keep_alive
+    return status, await reader.read(), False  # delimited by the server closing
 
 
 class AsyncClient:
@@ -344,20 +311,10 @@ class AsyncClient:
 
     # -- transport ----------------------------------------------------------------------
 
-    def _request_bytes(
-        self, method: str, path: str, body: bytes | None, token: str | None
-    ) -> bytes:
-        head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
-        if token is not None:
-            head += f"{proto.TOKEN_HEADER}: {token}\r\n"
-        if body is not None:
-            head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-        return (head + "\r\n").encode("ascii") + (body or b"")
-
     async def _call(self, method: str, path: str, body: bytes | None) -> dict[str, Any]:
         """One request, retried while the extension starts, within ``self.timeout``."""
         token = proto.resolve_token(self._token)
-        request = self._request_bytes(method, path, body, token)
+        request = proto.request_bytes(method, path, self.port, body, token)
         deadline = time.monotonic() + self.timeout
         attempts = 0
         while True:
@@ -410,7 +367,7 @@ class AsyncClient:
                 raise ExtensionUnavailable(
                     f"connection to the extension failed ({type(exc).__name__})"
                 ) from exc
-            except _MalformedResponse as exc:
+            except proto.MalformedResponse as exc:
                 conn.close()
                 raise ExtensionUnavailable(
                     f"unreadable answer from the extension ({exc})"
