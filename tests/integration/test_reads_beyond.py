@@ -11,28 +11,9 @@ import pytest
 
 from tests.support.extension_process import ExtensionProcess
 from tests.support.moto_server import MotoServer
+from tests.support.shapes import PARAMETER_KEYS, SECRET_ENTRY_KEYS
 
 StartExtension = Callable[..., ExtensionProcess]
-PARAMETER_KEYS = [
-    "ARN",
-    "DataType",
-    "LastModifiedDate",
-    "Name",
-    "Selector",
-    "SourceResult",
-    "Type",
-    "Value",
-    "Version",
-]
-SECRET_ENTRY_KEYS = [
-    "ARN",
-    "CreatedDate",
-    "Name",
-    "SecretBinary",
-    "SecretString",
-    "VersionId",
-    "VersionStages",
-]
 
 
 def _metrics(extension: ExtensionProcess) -> dict[str, dict[str, object]]:

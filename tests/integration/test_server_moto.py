@@ -18,29 +18,9 @@ import pytest
 from tests.support.extension_process import ExtensionProcess
 from tests.support.moto_server import MotoServer
 from tests.support.net import HttpResult
+from tests.support.shapes import PARAMETER_KEYS, SECRET_KEYS
 
 GO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,3})?Z$")
-SECRET_KEYS = [
-    "ARN",
-    "CreatedDate",
-    "Name",
-    "SecretBinary",
-    "SecretString",
-    "VersionId",
-    "VersionStages",
-    "ResultMetadata",
-]
-PARAMETER_KEYS = [
-    "ARN",
-    "DataType",
-    "LastModifiedDate",
-    "Name",
-    "Selector",
-    "SourceResult",
-    "Type",
-    "Value",
-    "Version",
-]
 HEADER = "X-Aws-Parameters-Secrets-Token"
 
 

@@ -8,6 +8,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from secretcache.responses import decrypt_body, go_time, parameter_body, secret_value_body
 
+from tests.support.shapes import PARAMETER_KEYS
+
 UTC = timezone.utc
 
 
@@ -154,17 +156,7 @@ def test_parameter_body_exact_bytes() -> None:
 def test_parameter_body_field_order() -> None:
     body = json.loads(parameter_body({"Parameter": PARAMETER}))
     assert list(body) == ["Parameter", "ResultMetadata"]
-    assert list(body["Parameter"]) == [
-        "ARN",
-        "DataType",
-        "LastModifiedDate",
-        "Name",
-        "Selector",
-        "SourceResult",
-        "Type",
-        "Value",
-        "Version",
-    ]
+    assert list(body["Parameter"]) == PARAMETER_KEYS
     assert "Tier" not in body["Parameter"]
 
 
