@@ -168,7 +168,7 @@ def render(results: dict[str, Any]) -> str:
         rows = [
             ("exec -> main() (launcher + interpreter)", "exec_to_main_ms"),
             ("exec -> register", "exec_to_register_ms"),
-            ("exec -> listening (aiohttp serving)", "exec_to_listening_ms"),
+            ("exec -> listening (serving reads)", "exec_to_listening_ms"),
             ("exec -> ready (event/next)", "exec_to_ready_ms"),
             ("exec -> AWS SDK loaded (background)", "exec_to_sdk_loaded_ms"),
             ("exec -> runtime started", "exec_to_runtime_exec_ms"),

@@ -78,9 +78,15 @@ def cold_start(
         started = next((r for r in logs if r.get("event") == "extension.started"), {})
         sdk = next((r for r in logs if r.get("event") == "sdk.loaded"), {})
         bench = None
-        for line in emu.logs.lines("runtime", "stdout"):
-            if line.text.startswith("BENCH "):
-                bench = json.loads(line.text[6:])
+        # The runtime printed the line before INIT ended, but the emulator's log reader may
+        # not have taken it off the pipe yet.
+        deadline = time.monotonic() + 5.0
+        while bench is None and time.monotonic() < deadline:
+            for line in emu.logs.lines("runtime", "stdout"):
+                if line.text.startswith("BENCH "):
+                    bench = json.loads(line.text[6:])
+            if bench is None:
+                time.sleep(0.01)
         runtime_exec = emu.phases.first("runtime.exec")
         stderr = emu.logs.text("secretcache", "stderr")
     # The extension's own clock starts in main(); it logs register and listen relative to that.
