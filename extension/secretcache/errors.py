@@ -65,6 +65,18 @@ class PayloadTooLarge(SecretcacheError):
     error_type = "PayloadTooLarge"
 
 
+class RequestLineTooLong(SecretcacheError):
+    status = 414
+    error_type = "RequestLineTooLong"
+
+
+class HeadersTooLarge(SecretcacheError):
+    """The request line and headers together exceed the bound."""
+
+    status = 431
+    error_type = "HeadersTooLarge"
+
+
 class Throttled(SecretcacheError):
     status = 429
     error_type = "ThrottlingException"

@@ -20,9 +20,11 @@ from .cache import Lookup
 from .errors import (
     BadRequest,
     Forbidden,
+    HeadersTooLarge,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    RequestLineTooLong,
     SecretcacheError,
     ServiceUnavailable,
     Unauthorized,
@@ -92,11 +94,7 @@ _HTTP_ERRORS: dict[int, Callable[[], SecretcacheError]] = {
 
 
 def headers_too_large() -> SecretcacheError:
-    error = BadRequest(
-        f"request line and headers over {MAX_HEADER_BYTES} bytes", error_type="HeadersTooLarge"
-    )
-    error.status = 431
-    return error
+    return HeadersTooLarge(f"request line and headers over {MAX_HEADER_BYTES} bytes")
 
 
 def parse_error(status: int, exc: BaseException | None) -> SecretcacheError:
@@ -106,11 +104,7 @@ def parse_error(status: int, exc: BaseException | None) -> SecretcacheError:
     if isinstance(exc, LineTooLong) and len(exc.args) > 1:
         if exc.args[1] == MAX_FIELD_SIZE:
             return headers_too_large()
-        too_long = BadRequest(
-            f"request line over {MAX_LINE_SIZE} bytes", error_type="RequestLineTooLong"
-        )
-        too_long.status = 414
-        return too_long
+        return RequestLineTooLong(f"request line over {MAX_LINE_SIZE} bytes")
     if isinstance(exc, BadHttpMessage) and "too many headers" in str(exc).lower():
         return headers_too_large()
     error = http_error(status)
