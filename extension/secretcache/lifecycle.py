@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any
 
+    from .config import Config
+
 PORT_VARIABLE = "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT"
 LISTEN_BACKLOG = 1024
 #: Time kept in hand before Lambda's SHUTDOWN deadline, for flushing logs and exiting.
@@ -130,7 +132,7 @@ def main(argv: list[str], env: Mapping[str, str] | None = None) -> int:
 
 
 async def _serve(
-    config: Any,
+    config: Config,
     sock: socket.socket,
     api: ExtensionsApiClient | None,
     name: str,
