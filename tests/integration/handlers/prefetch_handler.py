@@ -33,7 +33,7 @@ AFTER = services()
 def handler(event, context):
     return {
         "after": AFTER,
-        "secret_matches": INIT_SECRET == event.get("expect_secret"),
-        "parameter_matches": INIT_PARAMETER == event.get("expect_parameter"),
+        "secret_matches": event.get("expect_secret") == INIT_SECRET,
+        "parameter_matches": event.get("expect_parameter") == INIT_PARAMETER,
         "plaintext_b64": INIT_PLAINTEXT["Plaintext"],
     }
