@@ -11,7 +11,6 @@ import os
 import platform
 import re
 import shutil
-import socket
 import stat
 import subprocess
 import sys
@@ -21,6 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.support.moto_server import MotoServer
 
 REPO = Path(__file__).resolve().parents[2]
 LAYER_ZIP = REPO / "dist" / "secretcache-layer.zip"
@@ -340,19 +341,9 @@ SDK_PROBE = textwrap.dedent(
 )
 
 
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
+@pytest.fixture
+def moto_url(moto_server: MotoServer) -> str:
+    return moto_server.url
 
 
 @pytest.mark.parametrize("version", VERSIONS)
