@@ -64,3 +64,33 @@ def test_required_prefetch_failure_is_an_init_error_naming_the_item(lambda_sandb
         assert "sm:no/such/secret" in str(exc)
     else:
         raise AssertionError("INIT succeeded although a required prefetch item failed")
+
+
+def test_emf_lines_follow_the_interval_while_invocations_run(lambda_sandbox, seeded_aws):
+    import time
+
+    emu = lambda_sandbox(
+        "prefetch_handler",
+        env={"SECRETCACHE_METRICS": "emf", "SECRETCACHE_METRICS_INTERVAL": "1"},
+    )
+    emu.init()
+    assert emu.invoke({}).ok
+    time.sleep(1.2)
+    assert emu.invoke({}).ok  # the INVOKE after the interval writes a line
+
+    def emf_lines():
+        stdout = emu.logs.text("secretcache", "stdout")
+        return [line for line in stdout.splitlines() if line.startswith('{"FunctionName"')]
+
+    deadline = time.monotonic() + 5
+    while not emf_lines() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(emf_lines()) == 1, "no EMF line while invocations ran"
+    emu.shutdown()
+    deadline = time.monotonic() + 5
+    while len(emf_lines()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(emf_lines()) == 2  # and one more at SHUTDOWN
+    record = json.loads(emf_lines()[-1])
+    assert record["SecretsManagerMisses"] == 1  # the INIT read (nothing was prefetched)
+    assert record["SecretsManagerUpstreamCalls"] == 1
