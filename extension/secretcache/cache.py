@@ -216,7 +216,7 @@ class TtlCache:
         stats = self.service_stats(key.service)
         if not self.enabled or ttl <= 0:
             stats.misses += 1
-            return Lookup(await self._call(key, load), "bypass")
+            return Lookup(await load(), "bypass")
         entry = self._entries.get(key)
         now = self.clock()
         if entry is not None and not refresh and now < entry.expires_at:
@@ -253,9 +253,6 @@ class TtlCache:
         if self.clock() - entry.expires_at > self.max_stale:
             return None
         return entry
-
-    async def _call(self, key: CacheKey, load: Loader) -> bytes:
-        return await load()
 
     def record_upstream(self, service: str, seconds: float, error_type: str | None) -> None:
         """Count one AWS API call (the backends report each, pages and retries included)."""
@@ -298,7 +295,7 @@ class TtlCache:
         future: asyncio.Future[bytes],
     ) -> None:
         try:
-            body = await self._call(key, load)
+            body = await load()
         except SecretcacheError as exc:
             if isinstance(exc, NotFound) and not_found_ttl > 0:
                 self._store(key, b"", _copy_error(exc), not_found_ttl)

@@ -113,12 +113,10 @@ def parse_error(status: int, exc: BaseException | None) -> SecretcacheError:
     return error
 
 
-def http_error(status: int, reason: str | None = None) -> SecretcacheError:
+def http_error(status: int) -> SecretcacheError:
     """Our JSON error for a status aiohttp produced (routing, body size, malformed HTTP)."""
     make = _HTTP_ERRORS.get(status)
-    error = (
-        make() if make else BadRequest(reason or "malformed HTTP request", error_type="BadRequest")
-    )
+    error = make() if make else BadRequest("malformed HTTP request", error_type="BadRequest")
     error.status = status if 400 <= status < 500 else 400
     return error
 
@@ -139,7 +137,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             )
         return error_response(exc)
     except web.HTTPException as exc:
-        return error_response(http_error(exc.status, None))
+        return error_response(http_error(exc.status))
     except Exception as exc:
         log.error(
             "request.internal_error", path=request.path, error=type(exc).__name__, where=where(exc)
