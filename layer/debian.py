@@ -1,0 +1,299 @@
+"""Debian packages for the layer, fetched with a private APT configuration.
+
+The bundled interpreter (Debian 13 CPython 3.13 with Debian's glibc) and the test tools
+(busybox-static, qemu-user-static) come from Debian's archive through ``apt-get download``, run
+with an APT configuration of our own under the build cache: its own sources list, package lists,
+cache and an empty dpkg status. Nothing on the host changes (no ``dpkg --add-architecture``, no
+edit to /etc/apt). The mirror is the one this machine's apt already uses, read at run time from
+/etc/apt/sources.list.d/*.sources or /etc/apt/sources.list: no registry host is written down here.
+
+Every package is pinned by exact version and sha256 in a lock file (``package version arch
+sha256`` per line). ``refresh_lock`` resolves the suite's current versions and rewrites it: the
+one command for a newer Debian security update (``./build.sh update-debian``).
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+SUITE = "trixie"
+KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
+# Debian's architecture names for the machines the layer is built for.
+DEB_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class Pin:
+    package: str
+    version: str
+    arch: str  # Debian's name: amd64, arm64
+    sha256: str
+
+    @property
+    def spec(self) -> str:
+        return f"{self.package}:{self.arch}={self.version}"
+
+    @property
+    def filename(self) -> str:
+        """The name apt-get download gives the .deb (an epoch's colon is written %3a)."""
+        return f"{self.package}_{self.version.replace(':', '%3a')}_{self.arch}.deb"
+
+
+def read_lock(path: Path) -> list[Pin]:
+    pins = []
+    for raw in path.read_text().splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        fields = line.split()
+        if len(fields) != 4 or not re.fullmatch(r"[0-9a-f]{64}", fields[3]):
+            raise SystemExit(f"build_layer: {path.name}: bad line {raw!r}")
+        pins.append(Pin(*fields))
+    return pins
+
+
+def write_lock(path: Path, pins: list[Pin], header: str) -> None:
+    lines = [header.rstrip("\n")]
+    lines += [
+        f"{p.package} {p.version} {p.arch} {p.sha256}"
+        for p in sorted(pins, key=lambda p: (p.arch, p.package))
+    ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def lock_header(path: Path) -> str:
+    """The comment lines at the top of a lock file (kept when it is rewritten)."""
+    head = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        head.append(line)
+    return "\n".join(head)
+
+
+# --------------------------------------------------------------------------- the host's mirror
+
+
+def _deb822_stanzas(text: str) -> list[dict[str, str]]:
+    stanzas, current = [], {}
+    for line in text.splitlines() + [""]:
+        if not line.strip():
+            if current:
+                stanzas.append(current)
+            current = {}
+            continue
+        if line.startswith("#") or line[0].isspace() or ":" not in line:
+            continue
+        key, value = line.split(":", 1)
+        current[key.strip().lower()] = value.strip()
+    return stanzas
+
+
+def host_mirrors() -> tuple[str, str]:
+    """(archive URI, security URI) of Debian in this machine's own apt configuration."""
+    archive = security = None
+    for source in sorted(glob.glob("/etc/apt/sources.list.d/*.sources")):
+        for st in _deb822_stanzas(Path(source).read_text()):
+            if st.get("enabled", "yes").lower() == "no" or "deb" not in st.get("types", ""):
+                continue
+            suites, uri = st.get("suites", "").split(), st.get("uris", "").split()
+            if not uri or "main" not in st.get("components", "").split():
+                continue
+            if any(s.endswith("-security") for s in suites):
+                security = security or uri[0]
+            elif suites and "/" not in suites[0]:
+                archive = archive or uri[0]
+    if Path("/etc/apt/sources.list").is_file():
+        for line in Path("/etc/apt/sources.list").read_text().splitlines():
+            m = re.match(r"deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+(\S+)\s+.*\bmain\b", line.strip())
+            if not m:
+                continue
+            if m.group(2).endswith("-security"):
+                security = security or m.group(1)
+            else:
+                archive = archive or m.group(1)
+    if archive is None:
+        raise SystemExit(
+            "build_layer: no Debian mirror found in /etc/apt/sources.list.d/*.sources or "
+            "/etc/apt/sources.list (the bundled interpreter comes from Debian's archive)"
+        )
+    if security is None:
+        # The usual layout: the security archive is a sibling of the main one.
+        security = re.sub(r"/debian/?$", "/debian-security", archive)
+    return archive.rstrip("/"), security.rstrip("/")
+
+
+# --------------------------------------------------------------------------- the private root
+
+
+class PrivateApt:
+    """An APT configuration of our own under ``root``, serving amd64 and arm64 together."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.conf = root / "apt.conf"
+        self._updated = False
+
+    def _env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("APT_")}
+        env["APT_CONFIG"] = str(self.conf)
+        env["LC_ALL"] = "C"
+        return env
+
+    def setup(self) -> None:
+        if not KEYRING.is_file():
+            raise SystemExit(
+                f"build_layer: {KEYRING} is missing (apt-get install debian-archive-keyring)"
+            )
+        if shutil.which("apt-get") is None:
+            raise SystemExit("build_layer: apt-get not found (a Debian/Ubuntu host is needed)")
+        archive, security = host_mirrors()
+        r = self.root
+        for d in (
+            "etc/apt/apt.conf.d",
+            "etc/apt/preferences.d",
+            "etc/apt/sources.list.d",
+            "var/lib/apt/lists/partial",
+            "var/cache/apt/archives/partial",
+            "var/lib/dpkg",
+        ):
+            (r / d).mkdir(parents=True, exist_ok=True)
+        status = r / "var/lib/dpkg/status"
+        if not status.exists():
+            status.write_text("")
+        opts = f"[arch=amd64,arm64 signed-by={KEYRING}]"
+        (r / "etc/apt/sources.list").write_text(
+            f"deb {opts} {archive} {SUITE} main\n"
+            f"deb {opts} {archive} {SUITE}-updates main\n"
+            f"deb {opts} {security} {SUITE}-security main\n"
+        )
+        self.conf.write_text(
+            f'Dir::Etc "{r}/etc/apt";\n'
+            f'Dir::Etc::sourcelist "{r}/etc/apt/sources.list";\n'
+            f'Dir::Etc::sourceparts "{r}/etc/apt/sources.list.d";\n'
+            f'Dir::Etc::parts "{r}/etc/apt/apt.conf.d";\n'
+            f'Dir::Etc::preferencesparts "{r}/etc/apt/preferences.d";\n'
+            f'Dir::State "{r}/var/lib/apt";\n'
+            f'Dir::State::status "{status}";\n'
+            f'Dir::Cache "{r}/var/cache/apt";\n'
+            'APT::Architecture "amd64";\n'
+            'APT::Architectures { "amd64"; "arm64"; };\n'
+            'APT::Sandbox::User "root";\n'
+            'Acquire::Languages "none";\n'
+        )
+
+    def run(self, *args: str, cwd: Path | None = None) -> str:
+        proc = subprocess.run(
+            ["apt-get", "-q", *args], env=self._env(), cwd=cwd, capture_output=True, text=True
+        )
+        if proc.returncode != 0:
+            raise SystemExit(
+                f"build_layer: apt-get {' '.join(args)} failed:\n{proc.stderr[-3000:]}"
+            )
+        return proc.stdout
+
+    def update(self) -> None:
+        if self._updated:
+            return
+        self.setup()
+        log(f"== apt-get update (private configuration for Debian {SUITE}, amd64 + arm64)")
+        self.run("update")
+        self._updated = True
+
+    def candidate(self, package: str, arch: str) -> str:
+        """The version apt would install now (the suite's newest, security updates included)."""
+        proc = subprocess.run(
+            ["apt-cache", "policy", f"{package}:{arch}"],
+            env=self._env(),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        m = re.search(r"Candidate:\s*(\S+)", proc.stdout)
+        if not m or m.group(1) == "(none)":
+            raise SystemExit(f"build_layer: {package}:{arch} is not in Debian {SUITE}")
+        return m.group(1)
+
+    def download(self, specs: list[str], dest: Path) -> None:
+        dest.mkdir(parents=True, exist_ok=True)
+        self.run("download", *specs, cwd=dest)
+
+
+def fetch(pins: list[Pin], cache: Path, apt: PrivateApt) -> dict[Pin, Path]:
+    """Each pinned .deb, from cache/debs/ or apt-get download; sha256 checked every time."""
+    debs = cache / "debs"
+    debs.mkdir(parents=True, exist_ok=True)
+    missing = [p for p in pins if not (debs / p.filename).is_file()]
+    if missing:
+        apt.update()
+        log(f"== apt-get download: {len(missing)} Debian package(s)")
+        try:
+            apt.download([p.spec for p in missing], debs)
+        except SystemExit as e:
+            raise SystemExit(
+                f"{e}\nbuild_layer: a pinned Debian version is gone from the mirror (Debian keeps "
+                "only a suite's current versions): run ./build.sh update-debian to refresh the lock"
+            ) from None
+    out = {}
+    for p in pins:
+        path = debs / p.filename
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest != p.sha256:
+            path.unlink()
+            raise SystemExit(
+                f"build_layer: {p.filename}: sha256 {digest} does not match the lock's {p.sha256}"
+            )
+        out[p] = path
+    return out
+
+
+def refresh_lock(lock: Path, cache: Path, apt: PrivateApt) -> list[tuple[Pin, Pin]]:
+    """Re-pin every package of ``lock`` to the suite's current version; returns what changed."""
+    old = read_lock(lock)
+    apt.update()
+    new = []
+    for p in old:
+        version = apt.candidate(p.package, p.arch)
+        if version == p.version:
+            new.append(p)
+            continue
+        probe = Pin(p.package, version, p.arch, "0" * 64)
+        apt.download([probe.spec], cache / "debs")
+        digest = hashlib.sha256((cache / "debs" / probe.filename).read_bytes()).hexdigest()
+        new.append(Pin(p.package, version, p.arch, digest))
+    write_lock(lock, new, lock_header(lock))
+    return [(a, b) for a, b in zip(old, new) if a != b]
+
+
+def extract(deb: Path, dest: Path) -> None:
+    """Unpack a .deb's files (never its maintainer scripts) into dest."""
+    dest.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(dest)], check=True)
+
+
+def source_package(deb: Path) -> tuple[str, str]:
+    """(source package, source version) of a binary .deb, for the source offer."""
+    out = subprocess.run(
+        ["dpkg-deb", "-f", str(deb), "Package", "Version", "Source"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    fields = dict(line.split(": ", 1) for line in out.splitlines() if ": " in line)
+    source = fields.get("Source", fields["Package"])
+    m = re.fullmatch(r"(\S+)\s+\((\S+)\)", source)
+    if m:
+        return m.group(1), m.group(2)
+    return source, fields["Version"]
