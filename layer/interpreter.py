@@ -30,6 +30,8 @@ VERSION = "3.13"
 TRIPLET = {"x86_64": "x86_64-linux-gnu", "aarch64": "aarch64-linux-gnu"}
 LOADER = {"x86_64": "ld-linux-x86-64.so.2", "aarch64": "ld-linux-aarch64.so.1"}
 
+# (The _sysconfigdata__<triplet>.py dropped below is a duplicate link; sysconfig and zoneinfo
+# import _sysconfigdata__linux_<triplet>.)
 # Standard-library parts a Lambda extension never uses (tests, GUIs, REPL, debuggers, mail
 # protocols, databases). Everything the extension and the SDK import stays.
 DROP_STDLIB = {
@@ -72,7 +74,7 @@ DROP_STDLIB = {
     "sitecustomize.py",
     "LICENSE.txt",
 }
-DROP_STDLIB_PATTERNS = (r"config-3\.13-.*", r"_sysconfigdata__linux_.*")
+DROP_STDLIB_PATTERNS = (r"config-3\.13-.*", r"_sysconfigdata__(x86_64|aarch64)-linux-gnu\.py")
 # lib-dynload modules dropped: test helpers, curses/dbm/sqlite, readline (GPL), CJK codecs, lzma.
 DROP_DYNLOAD = re.compile(
     r"(_test.*|xx.*|_ctypes_test|_curses.*|_dbm|_gdbm|_sqlite3|readline|_interp.*|"
