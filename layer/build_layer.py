@@ -394,12 +394,14 @@ def link_host_layer(dist: Path, host: str) -> None:
     tmp.rename(tree)
 
 
-def print_manifest(bundles: dict[str, Path]) -> None:
-    for arch, bundle in sorted(bundles.items()):
-        lines = (bundle / "python" / "debian-packages.txt").read_text().splitlines()
+def print_manifest(dist: Path) -> None:
+    """The exact Debian packages in each layer's interpreter (from the layer's own manifest)."""
+    for arch in ARCHITECTURES:
+        manifest = tree_path(dist, arch) / "secretcache" / "python" / "debian-packages.txt"
+        lines = [line for line in manifest.read_text().splitlines() if not line.startswith("#")]
         print(
             f"{arch}: bundled Python {BUNDLED_FULL_VERSION} from Debian packages: "
-            + ", ".join(" ".join(line.split()[:2]) for line in lines if not line.startswith("#"))
+            + ", ".join(" ".join(line.split()[:2]) for line in lines)
         )
 
 
@@ -484,6 +486,7 @@ def build(args: argparse.Namespace) -> int:
         and stamp.is_file()
         and stamp.read_text() == current()
     ):
+        print_manifest(dist)
         for z in outputs:
             layer_zip.report(z, None, " (up to date)")
         return 0
@@ -503,7 +506,7 @@ def build(args: argparse.Namespace) -> int:
         write_layers(dist, epoch, app, client, common_tree, dep_trees, bundles, licenses)
     link_host_layer(dist, host)
     stamp.write_text(current())
-    print_manifest(bundles)
+    print_manifest(dist)
     took = time.monotonic() - started
     for z in outputs:
         layer_zip.report(z, took, "")

@@ -88,7 +88,7 @@ def lock_header(path: Path) -> str:
 
 def _deb822_stanzas(text: str) -> list[dict[str, str]]:
     stanzas, current = [], {}
-    for line in text.splitlines() + [""]:
+    for line in [*text.splitlines(), ""]:
         if not line.strip():
             if current:
                 stanzas.append(current)
@@ -274,7 +274,7 @@ def refresh_lock(lock: Path, cache: Path, apt: PrivateApt) -> list[tuple[Pin, Pi
         digest = hashlib.sha256((cache / "debs" / probe.filename).read_bytes()).hexdigest()
         new.append(Pin(p.package, version, p.arch, digest))
     write_lock(lock, new, lock_header(lock))
-    return [(a, b) for a, b in zip(old, new) if a != b]
+    return [(a, b) for a, b in zip(old, new, strict=True) if a != b]
 
 
 def extract(deb: Path, dest: Path) -> None:

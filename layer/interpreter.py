@@ -173,7 +173,8 @@ def library_closure(staged: Staged, roots: list[Path]) -> dict[str, tuple[str, P
         todo += needed(real)
     if missing:
         raise SystemExit(
-            f"build_layer: the bundled interpreter ({staged.machine}) needs {sorted(set(missing))}, "
+            f"build_layer: the bundled interpreter ({staged.machine}) needs "
+            f"{sorted(set(missing))}, "
             f"which no package in layer/python-debs.lock ships: add the package to the lock"
         )
     return found
@@ -235,7 +236,7 @@ def assemble(staged: Staged, extra_elves: list[Path], dest: Path, licenses: Path
     manifest = []
     sources: dict[str, str] = {}
     pkg_licenses = licenses / "python-runtime"
-    for pin, (source, source_version) in zip(staged.pins, staged.sources):
+    for pin, (source, source_version) in zip(staged.pins, staged.sources, strict=True):
         if pin.package not in used:
             continue
         manifest.append(f"{pin.package} {pin.version} {pin.arch}")

@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import stat
-import sys
 import time
 import zipfile
 from collections.abc import Iterable, Iterator
@@ -80,7 +79,7 @@ def unzipped_size(path: Path) -> tuple[int, int]:
 
 
 def extract_tree(zip_path: Path, dest: Path) -> None:
-    """dist/layer-<arch>/: the zip unpacked with its modes, for SAM (ContentUri) and by-hand runs."""
+    """dist/layer-<arch>/: the zip unpacked with its modes (SAM's ContentUri, by-hand runs)."""
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     with zipfile.ZipFile(zip_path) as zf:
@@ -128,5 +127,5 @@ def remove_tree(tree: Path) -> None:
     if not tree.exists():
         return
     for dirpath, _, _ in os.walk(tree):
-        os.chmod(dirpath, 0o755)
+        os.chmod(dirpath, 0o700)  # a read-only unpacked layer: make it removable
     shutil.rmtree(tree)

@@ -56,6 +56,8 @@ def compile_tree(tree: Path, embedded_prefix: str, pythons: dict[str, list[str]]
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "PYTHONHASHSEED": "0",
+        # The compiling interpreter may import the very stdlib it compiles: no timestamp pyc.
+        "PYTHONDONTWRITEBYTECODE": "1",
         "LC_ALL": "C.UTF-8",
     }
     # One serial compileall per interpreter, the interpreters side by side. Not -j: marshal

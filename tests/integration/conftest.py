@@ -107,7 +107,9 @@ def lambda_sandbox(
     """
     made: list[LambdaEmulator] = []
 
-    def make(module: str, env: dict[str, str | None] | None = None, **options: object) -> LambdaEmulator:
+    def make(
+        module: str, env: dict[str, str | None] | None = None, **options: object
+    ) -> LambdaEmulator:
         function_env = {
             # The emulator names its own Python as SECRETCACHE_PYTHON; the layer runs on its
             # bundled interpreter unless a test asks otherwise.
