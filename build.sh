@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # secretcache build entry point.
-#   ./build.sh [layer]        build dist/secretcache-layer.zip (quick no-op when nothing changed)
+#   ./build.sh [layer]        build dist/secretcache-layer-{x86_64,arm64}.zip, each with its own
+#                             Python (quick no-op when nothing changed); see layer/build_layer.py
+#   ./build.sh update-debian  re-pin the bundled Python's Debian packages to the newest (security)
+#                             versions (layer/python-debs.lock, layer/test-debs.lock), then build
 #   ./build.sh test [args]    set up .venv, build the layer, run the test suite (pytest args pass through)
 #   ./build.sh demo [args]    build the layer and run the example function on the local Lambda emulator
 #   ./build.sh bench [args]   build the layer and run the benchmarks (--quick: fewer samples); see bench/README.md
@@ -57,6 +60,7 @@ cmd=${1:-layer}
 [ $# -gt 0 ] && shift
 case "$cmd" in
   layer) build_layer "$@" ;;
+  update-debian) build_layer --update-debian "$@" ;;
   setup) ensure_venv ;;
   sam-setup) ensure_sam_venv ;;
   sam-validate)
@@ -77,5 +81,5 @@ case "$cmd" in
     build_layer >&2
     exec "$VENV/bin/python" -m bench "$@"
     ;;
-  *) echo "usage: ./build.sh [layer|test|demo|bench|sam-validate|setup|sam-setup]" >&2; exit 2 ;;
+  *) echo "usage: ./build.sh [layer|update-debian|test|demo|bench|sam-validate|setup|sam-setup]" >&2; exit 2 ;;
 esac

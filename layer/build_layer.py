@@ -292,7 +292,7 @@ def assemble_interpreters(
         def fill(
             dest: Path,
             arch: str = arch,
-            pins: dict = pins,
+            pins: dict[debian.Pin, Path] = pins,
             elves: list[Path] = elves,
             compiler: Path | None = compiler,
         ) -> None:

@@ -87,7 +87,8 @@ def lock_header(path: Path) -> str:
 
 
 def _deb822_stanzas(text: str) -> list[dict[str, str]]:
-    stanzas, current = [], {}
+    stanzas: list[dict[str, str]] = []
+    current: dict[str, str] = {}
     for line in [*text.splitlines(), ""]:
         if not line.strip():
             if current:

@@ -148,3 +148,65 @@ def test_node_function_gets_a_clear_error_for_a_missing_secret(
     assert "HTTP 404" in str(result.error)
     assert seeded_aws.secret_value not in emu.logs.text()
     assert emu.session_token not in emu.logs.text()
+
+
+# --------------------------------------------------------------------------- the examples
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def masked(value: str) -> str:
+    return f"******** (str, {len(value)} chars)"
+
+
+def test_example_node_function_reads_during_init_and_invoke(
+    foreign_sandbox, seeded_aws: SeededAws
+) -> None:
+    node = tool("node")
+    code = EXAMPLES / "node"
+    emu = foreign_sandbox(code, "index.handler", [node, str(FUNCTIONS / "node" / "runtime.mjs")])
+    emu.function_env["PARAMETER_NAME"] = seeded_aws.secure_param
+    assert_no_python_on_path(emu)
+    cold, warm = run_twice(emu)
+    for payload in (cold, warm):
+        assert payload["phase"] == "invoke"
+        assert payload["secret"] == masked(seeded_aws.secret_value)
+        assert payload["secure_string"] == masked(seeded_aws.secure_value)
+        assert (
+            payload["kms_plaintext"] == f"******** (bytes, {len(seeded_aws.kms_plaintext)} chars)"
+        )
+    runtime_log = emu.logs.text("runtime")
+    assert "phase: 'init'" in runtime_log
+    for value in seeded_aws.expected().values():
+        assert value not in emu.logs.text()
+
+
+def test_example_shell_function_reads_with_curl(foreign_sandbox, seeded_aws: SeededAws) -> None:
+    tool("curl")
+    code = EXAMPLES / "shell"
+    emu = foreign_sandbox(code, "bootstrap", [str(code / "bootstrap")])
+    emu.function_env["PARAMETER_NAME"] = seeded_aws.secure_param
+    assert_no_python_on_path(emu)
+    cold, warm = run_twice(emu)
+    for payload in (cold, warm):
+        assert payload == {
+            "phase": "invoke",
+            "secret": masked(seeded_aws.secret_value),
+            "secure_string": masked(seeded_aws.secure_value),
+        }
+
+
+def test_example_shell_function_reports_a_missing_secret_without_values(
+    foreign_sandbox, seeded_aws: SeededAws
+) -> None:
+    tool("curl")
+    code = EXAMPLES / "shell"
+    emu = foreign_sandbox(code, "bootstrap", [str(code / "bootstrap")])
+    emu.function_env["PARAMETER_NAME"] = seeded_aws.secure_param
+    emu.function_env["SECRET_ID"] = "no-such-secret"
+    emu.init()
+    result = emu.invoke({})
+    assert not result.ok
+    assert "secretcache: /secretsmanager/get:" in emu.logs.text("runtime", "stderr")
+    for value in seeded_aws.expected().values():
+        assert value not in emu.logs.text()
