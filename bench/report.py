@@ -190,9 +190,10 @@ def render(results: dict[str, Any]) -> str:
             f"{_f(bundled.get('median')) + ' / ' + _f(bundled.get('p99')):>18}{'':>18}"
             f"{_f(runtime.get('median')) + ' / ' + _f(runtime.get('p99')):>18}"
         )
-        if su.get("runtime_python"):
+        if su.get("runtime_python_path"):
             lines.append(
-                f"  runtime 3.13 = the extension on {su['runtime_python']} (SECRETCACHE_PYTHON)"
+                f"  bundled = the layer's own Debian 3.13; runtime 3.13 = the extension on "
+                f"{su['runtime_python_path']} (SECRETCACHE_PYTHON), as on the python3.13 runtime"
             )
     mem = results.get("memory")
     if mem:

@@ -111,9 +111,6 @@ def lambda_sandbox(
         module: str, env: dict[str, str | None] | None = None, **options: object
     ) -> LambdaEmulator:
         function_env = {
-            # The emulator names its own Python as SECRETCACHE_PYTHON; the layer runs on its
-            # bundled interpreter unless a test asks otherwise.
-            "SECRETCACHE_PYTHON": None,
             "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT": str(free_port()),
             **seeded_aws.function_env(),
             **(env or {}),
