@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import shutil
 import ssl
 import stat
 import subprocess
@@ -208,21 +209,35 @@ def test_launcher_ignores_the_functions_python_variables(root: BareRoot) -> None
     assert "Fatal Python error" not in done.stderr
 
 
-def test_the_x86_64_layer_in_an_arm64_sandbox_says_so(root: BareRoot) -> None:
-    """The sandbox has the other architecture's system loader and not the layer's."""
-    if root.machine != "x86_64" or root.emulated:
-        pytest.skip("the x86_64 root, natively; the arm64 layer is checked on this host below")
-    fake = root.path / "lib" / "ld-linux-aarch64.so.1"
-    fake.parent.mkdir(exist_ok=True)
+def test_a_layer_in_a_sandbox_of_the_other_architecture_says_so(
+    root: BareRoot, tools: dict[str, Path]
+) -> None:
+    """The sandbox has the other architecture's system loader and not the layer's own. The
+    shell is this host's busybox: for the arm64 layer on an x86_64 host that is the real case."""
+    other = {"x86_64": "lib/ld-linux-aarch64.so.1", "aarch64": "lib64/ld-linux-x86-64.so.2"}
+    host_busybox = {"x86_64": "busybox-amd64", "aarch64": "busybox-arm64"}[HOST_MACHINE]
+    fake = root.path / other[root.machine]
+    host_sh = root.path / "host-bin" / "sh"
+    fake.parent.mkdir()
+    host_sh.parent.mkdir()
     fake.write_bytes(b"")
+    shutil.copyfile(tools[host_busybox], host_sh)
+    host_sh.chmod(0o755)
     try:
-        done = root.run(*root.extension(), env={"PATH": "/bin"})
+        done = root.run(
+            *root.enter,
+            str(root.path),
+            "/host-bin/sh",
+            "/opt/extensions/secretcache",
+            env={"PATH": "/bin"},
+        )
     finally:
-        fake.unlink()
-        fake.parent.rmdir()
+        shutil.rmtree(fake.parent)
+        shutil.rmtree(host_sh.parent)
     assert done.returncode == 1
+    arch = ARCH[root.machine]
     assert done.stderr.strip().startswith(
-        "secretcache: this is the x86_64 layer but the function runs on the other architecture"
+        f"secretcache: this is the {arch} layer but the function runs on the other architecture"
     ), done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
 
