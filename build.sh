@@ -4,6 +4,8 @@
 #                             Python (quick no-op when nothing changed); see layer/build_layer.py
 #   ./build.sh update-debian  re-pin the bundled Python's Debian packages to the newest (security)
 #                             versions (layer/python-debs.lock, layer/test-debs.lock), then build
+#   ./build.sh debian-sources build, then download the bundled interpreter's Debian source
+#                             packages into dist/debian-sources/ (attach them to a release)
 #   ./build.sh test [args]    set up .venv, build the layer, run the test suite (pytest args pass through)
 #   ./build.sh demo [args]    build the layer and run the example function on the local Lambda emulator
 #   ./build.sh bench [args]   build the layer and run the benchmarks (--quick: fewer samples); see bench/README.md
@@ -61,6 +63,7 @@ cmd=${1:-layer}
 case "$cmd" in
   layer) build_layer "$@" ;;
   update-debian) build_layer --update-debian "$@" ;;
+  debian-sources) build_layer --debian-sources "$@" ;;
   setup) ensure_venv ;;
   sam-setup) ensure_sam_venv ;;
   sam-validate)
@@ -81,5 +84,5 @@ case "$cmd" in
     build_layer >&2
     exec "$VENV/bin/python" -m bench "$@"
     ;;
-  *) echo "usage: ./build.sh [layer|update-debian|test|demo|bench|sam-validate|setup|sam-setup]" >&2; exit 2 ;;
+  *) echo "usage: ./build.sh [layer|update-debian|debian-sources|test|demo|bench|sam-validate|setup|sam-setup]" >&2; exit 2 ;;
 esac

@@ -418,6 +418,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--offline", action="store_true", help="never download (cache only)")
     parser.add_argument("--dist", type=Path, default=DIST, help="output folder (default dist/)")
     parser.add_argument(
+        "--debian-sources",
+        action="store_true",
+        help="after the build, download the Debian source packages of the bundled interpreters "
+        "into <dist>/debian-sources/ (for a release: the LGPL/GPL source offer)",
+    )
+    parser.add_argument(
         "--update-debian",
         action="store_true",
         help="re-pin layer/*-debs.lock to Debian's current versions (security updates), then build",
@@ -429,7 +435,10 @@ def main(argv: list[str] | None = None) -> int:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if args.update_debian:
             update_debian()
-        return build(args)
+        status = build(args)
+        if args.debian_sources:
+            download_debian_sources(args.dist.resolve())
+        return status
 
 
 def update_debian() -> None:
@@ -440,6 +449,31 @@ def update_debian() -> None:
             print(f"{lock.name}: {old.package}:{old.arch} {old.version} -> {new.version}")
         if not changed:
             print(f"{lock.name}: every package is at Debian {debian.SUITE}'s current version")
+
+
+def download_debian_sources(dist: Path) -> None:
+    """The source packages of every Debian package shipped in the layers' interpreters."""
+    pins = {(p.package, p.arch): p for p in debian.read_lock(PYTHON_LOCK)}
+    debs = debian.fetch(list(pins.values()), DEBIAN, debian.PrivateApt(DEBIAN / "apt"))
+    sources: dict[str, str] = {}
+    for arch in ARCHITECTURES:
+        manifest = tree_path(dist, arch) / "secretcache" / "python" / "debian-packages.txt"
+        for line in manifest.read_text().splitlines():
+            if line.startswith("#"):
+                continue
+            package, _, deb_arch = line.split()
+            name, version = debian.source_package(debs[pins[(package, deb_arch)]])
+            sources[name] = version
+    dest = dist / "debian-sources"
+    layer_zip.remove_tree(dest)
+    files = debian.download_sources(
+        sources, dest, debian.PrivateApt(DEBIAN / "apt-src", sources=True)
+    )
+    total = sum(f.stat().st_size for f in files)
+    print(
+        f"{layer_zip.display(dest)}: {len(files)} files, {layer_zip.mib(total)}, sources of "
+        + ", ".join(f"{n} {v}" for n, v in sorted(sources.items()))
+    )
 
 
 def build(args: argparse.Namespace) -> int:

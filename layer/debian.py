@@ -142,9 +142,12 @@ def host_mirrors() -> tuple[str, str]:
 class PrivateApt:
     """An APT configuration of our own under ``root``, serving amd64 and arm64 together."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, sources: bool = False) -> None:
+        """``sources``: also list deb-src (for ``apt-get source``); a root of its own, so the
+        layer build never downloads the source indexes."""
         self.root = root
         self.conf = root / "apt.conf"
+        self.types = ("deb", "deb-src") if sources else ("deb",)
         self._updated = False
 
     def _env(self) -> dict[str, str]:
@@ -176,9 +179,15 @@ class PrivateApt:
             status.write_text("")
         opts = f"[arch=amd64,arm64 signed-by={KEYRING}]"
         (r / "etc/apt/sources.list").write_text(
-            f"deb {opts} {archive} {SUITE} main\n"
-            f"deb {opts} {archive} {SUITE}-updates main\n"
-            f"deb {opts} {security} {SUITE}-security main\n"
+            "".join(
+                f"{kind} {opts} {uri} {suite} main\n"
+                for kind in self.types
+                for uri, suite in (
+                    (archive, SUITE),
+                    (archive, f"{SUITE}-updates"),
+                    (security, f"{SUITE}-security"),
+                )
+            )
         )
         self.conf.write_text(
             f'Dir::Etc "{r}/etc/apt";\n'
@@ -298,3 +307,16 @@ def source_package(deb: Path) -> tuple[str, str]:
     if m:
         return m.group(1), m.group(2)
     return source, fields["Version"]
+
+
+def download_sources(sources: dict[str, str], dest: Path, apt: PrivateApt) -> list[Path]:
+    """The Debian source packages (name -> version) into dest: .dsc, .orig and .debian tarballs.
+
+    What a release attaches to meet the source offer of the LGPL and GPL parts (glibc, gcc-14).
+    """
+    apt.update()
+    dest.mkdir(parents=True, exist_ok=True)
+    specs = [f"{name}={version}" for name, version in sorted(sources.items())]
+    log(f"== apt-get source --download-only {' '.join(specs)}")
+    apt.run("source", "--download-only", *specs, cwd=dest)
+    return sorted(p for p in dest.iterdir() if p.is_file())
