@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import functools
 import hashlib
 import json
 import os
@@ -213,7 +214,7 @@ def note(message: str) -> None:
 def startup_variants(layers: dict[str, Path]) -> dict[str, tuple[Path, dict[str, str | None]]]:
     """name -> (unpacked layer, function environment): bundled with and without .pyc, and the
     runtime-Python path (a python3.13 of this machine as SECRETCACHE_PYTHON) where there is one."""
-    variants = {
+    variants: dict[str, tuple[Path, dict[str, str | None]]] = {
         "with_pyc": (layers["with_pyc"], dict(startup.BUNDLED)),
         "without_pyc": (layers["without_pyc"], dict(startup.BUNDLED)),
     }
@@ -281,7 +282,7 @@ def run_memory_by_interpreter(layers: dict[str, Path], moto_url: str) -> dict[st
         with LambdaEmulator(
             layer_dir, startup.FIXTURES, "noop.handler", env, endpoint_url=moto_url
         ) as emu:
-            sampler = RssSampler(lambda emu=emu: emu.pid("secretcache")).start()
+            sampler = RssSampler(functools.partial(emu.pid, "secretcache")).start()
             try:
                 init = emu.init()
             finally:

@@ -38,7 +38,7 @@ LOADERS = {"x86_64": "ld-linux-x86-64.so.2", "aarch64": "ld-linux-aarch64.so.1"}
 # The extension's interpreter in each start-up variant: the layer's own (the launcher's path on
 # every runtime) or, through SECRETCACHE_PYTHON, a runtime's python3.13 (Lambda's python3.13
 # runtime has /var/lang/bin/python3.13; here a python3.13 of this machine stands in for it).
-BUNDLED = {"SECRETCACHE_PYTHON": None}
+BUNDLED: dict[str, str | None] = {"SECRETCACHE_PYTHON": None}
 
 
 def bundled_command(layer_dir: Path) -> list[str]:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,7 +43,7 @@ class ForeignRuntimeEmulator(LambdaEmulator):
 @pytest.fixture
 def foreign_sandbox(
     layer_zip: Path, moto_server: MotoServer, seeded_aws: SeededAws
-) -> Iterator[object]:
+) -> Iterator[Callable[..., LambdaEmulator]]:
     made: list[LambdaEmulator] = []
 
     def make(code: Path, handler: str, argv: list[str], **options: object) -> LambdaEmulator:
@@ -76,7 +77,7 @@ def assert_no_python_on_path(emu: LambdaEmulator) -> None:
     assert "SECRETCACHE_PYTHON" not in emu.environment
 
 
-def run_twice(emu: LambdaEmulator) -> tuple[dict, dict]:
+def run_twice(emu: LambdaEmulator) -> tuple[dict[str, Any], dict[str, Any]]:
     emu.init()
     cold, warm = emu.invoke({}), emu.invoke({})
     assert cold.ok, (cold.error, emu.logs.text())
@@ -93,7 +94,9 @@ def tool(name: str) -> str:
     return found
 
 
-def test_node_function_reads_with_fetch(foreign_sandbox, seeded_aws: SeededAws) -> None:
+def test_node_function_reads_with_fetch(
+    foreign_sandbox: Callable[..., LambdaEmulator], seeded_aws: SeededAws
+) -> None:
     node = tool("node")
     code = FUNCTIONS / "node"
     emu = foreign_sandbox(code, "index.handler", [node, str(code / "runtime.mjs")])
@@ -106,7 +109,9 @@ def test_node_function_reads_with_fetch(foreign_sandbox, seeded_aws: SeededAws) 
         assert payload["runtime"].startswith("node v")
 
 
-def test_provided_shell_bootstrap_reads_with_curl(foreign_sandbox, seeded_aws: SeededAws) -> None:
+def test_provided_shell_bootstrap_reads_with_curl(
+    foreign_sandbox: Callable[..., LambdaEmulator], seeded_aws: SeededAws
+) -> None:
     tool("curl")
     code = FUNCTIONS / "shell"
     emu = foreign_sandbox(code, "handler", [str(code / "bootstrap")])
@@ -117,7 +122,9 @@ def test_provided_shell_bootstrap_reads_with_curl(foreign_sandbox, seeded_aws: S
         assert payload["parameter_response"]["Parameter"]["Value"] == seeded_aws.secure_value
 
 
-def test_java_function_reads_with_java_net_http(foreign_sandbox, seeded_aws: SeededAws) -> None:
+def test_java_function_reads_with_java_net_http(
+    foreign_sandbox: Callable[..., LambdaEmulator], seeded_aws: SeededAws
+) -> None:
     java = tool("java")
     tool("javac")  # java runs a single source file through the JDK's compiler
     code = FUNCTIONS / "java"
@@ -136,7 +143,7 @@ def test_java_function_reads_with_java_net_http(foreign_sandbox, seeded_aws: See
 
 
 def test_node_function_gets_a_clear_error_for_a_missing_secret(
-    foreign_sandbox, seeded_aws: SeededAws
+    foreign_sandbox: Callable[..., LambdaEmulator], seeded_aws: SeededAws
 ) -> None:
     node = tool("node")
     code = FUNCTIONS / "node"
@@ -160,7 +167,7 @@ def masked(value: str) -> str:
 
 
 def test_example_node_function_reads_during_init_and_invoke(
-    foreign_sandbox, seeded_aws: SeededAws
+    foreign_sandbox: Callable[..., LambdaEmulator], seeded_aws: SeededAws
 ) -> None:
     node = tool("node")
     code = EXAMPLES / "node"
@@ -181,7 +188,9 @@ def test_example_node_function_reads_during_init_and_invoke(
         assert value not in emu.logs.text()
 
 
-def test_example_shell_function_reads_with_curl(foreign_sandbox, seeded_aws: SeededAws) -> None:
+def test_example_shell_function_reads_with_curl(
+    foreign_sandbox: Callable[..., LambdaEmulator], seeded_aws: SeededAws
+) -> None:
     tool("curl")
     code = EXAMPLES / "shell"
     emu = foreign_sandbox(code, "bootstrap", [str(code / "bootstrap")])
@@ -197,7 +206,7 @@ def test_example_shell_function_reads_with_curl(foreign_sandbox, seeded_aws: See
 
 
 def test_example_shell_function_reports_a_missing_secret_without_values(
-    foreign_sandbox, seeded_aws: SeededAws
+    foreign_sandbox: Callable[..., LambdaEmulator], seeded_aws: SeededAws
 ) -> None:
     tool("curl")
     code = EXAMPLES / "shell"

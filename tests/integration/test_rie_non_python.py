@@ -11,6 +11,7 @@ from __future__ import annotations
 import platform
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,7 +31,7 @@ def masked(value: str, kind: str = "str") -> str:
 
 @pytest.mark.slow
 def test_example_node_function_on_rie_reads_through_the_bundled_interpreter(
-    layer_zip: Path, moto_server, seeded_aws: SeededAws, tmp_path: Path
+    layer_zip: Path, moto_server: Any, seeded_aws: SeededAws, tmp_path: Path
 ) -> None:
     reason = rie.unavailable_reason(ARCH)
     if reason is not None:
