@@ -14,7 +14,6 @@ one command for a newer Debian security update (``./build.sh update-debian``).
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import os
 import re
@@ -102,33 +101,52 @@ def _deb822_stanzas(text: str) -> list[dict[str, str]]:
     return stanzas
 
 
-def host_mirrors() -> tuple[str, str]:
-    """(archive URI, security URI) of Debian in this machine's own apt configuration."""
-    archive = security = None
-    for source in sorted(glob.glob("/etc/apt/sources.list.d/*.sources")):
-        for st in _deb822_stanzas(Path(source).read_text()):
-            if st.get("enabled", "yes").lower() == "no" or "deb" not in st.get("types", ""):
+# Debian's release codenames (and aliases): a host source for one of them is Debian's archive.
+# An Ubuntu host's sources (noble, jammy, ...) are not, and need SECRETCACHE_DEBIAN_MIRROR.
+DEBIAN_SUITES = {
+    "buster", "bullseye", "bookworm", "trixie", "forky", "duke", "sid",
+    "oldoldstable", "oldstable", "stable", "testing", "unstable",
+}  # fmt: skip
+
+
+def _is_debian_suite(suite: str) -> bool:
+    return suite.split("-", 1)[0] in DEBIAN_SUITES
+
+
+def host_mirrors(etc: Path = Path("/etc/apt")) -> tuple[str, str]:
+    """(archive URI, security URI) of Debian in this machine's own apt configuration.
+
+    SECRETCACHE_DEBIAN_MIRROR (and SECRETCACHE_DEBIAN_SECURITY_MIRROR) override it, for a
+    build host whose apt does not use Debian (an Ubuntu CI runner).
+    """
+    override = os.environ.get("SECRETCACHE_DEBIAN_MIRROR")
+    archive = override or None
+    security = os.environ.get("SECRETCACHE_DEBIAN_SECURITY_MIRROR") or None
+    entries: list[tuple[str, str]] = []  # (uri, suite) of every enabled "deb ... main" source
+    for source in sorted((etc / "sources.list.d").glob("*.sources")):
+        for st in _deb822_stanzas(source.read_text()):
+            if st.get("enabled", "yes").lower() == "no" or "deb" not in st.get("types", "").split():
                 continue
-            suites, uri = st.get("suites", "").split(), st.get("uris", "").split()
-            if not uri or "main" not in st.get("components", "").split():
-                continue
-            if any(s.endswith("-security") for s in suites):
-                security = security or uri[0]
-            elif suites and "/" not in suites[0]:
-                archive = archive or uri[0]
-    if Path("/etc/apt/sources.list").is_file():
-        for line in Path("/etc/apt/sources.list").read_text().splitlines():
+            suites, uris = st.get("suites", "").split(), st.get("uris", "").split()
+            if uris and suites and "main" in st.get("components", "").split():
+                entries += [(uris[0], suite) for suite in suites]
+    if (etc / "sources.list").is_file():
+        for line in (etc / "sources.list").read_text().splitlines():
             m = re.match(r"deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+(\S+)\s+.*\bmain\b", line.strip())
-            if not m:
-                continue
-            if m.group(2).endswith("-security"):
-                security = security or m.group(1)
-            else:
-                archive = archive or m.group(1)
+            if m:
+                entries.append((m.group(1), m.group(2)))
+    for uri, suite in entries:
+        if not _is_debian_suite(suite):
+            continue
+        if suite.endswith("-security"):
+            security = security or uri
+        elif not override:
+            archive = archive or uri
     if archive is None:
         raise SystemExit(
-            "build_layer: no Debian mirror found in /etc/apt/sources.list.d/*.sources or "
-            "/etc/apt/sources.list (the bundled interpreter comes from Debian's archive)"
+            f"build_layer: no Debian mirror in {etc}/sources.list.d/*.sources or "
+            f"{etc}/sources.list (the bundled interpreter comes from Debian's archive); on a "
+            "host whose apt is not Debian's, name one in SECRETCACHE_DEBIAN_MIRROR"
         )
     if security is None:
         # The usual layout: the security archive is a sibling of the main one.
