@@ -87,7 +87,6 @@ DROP_ENCODING = re.compile(
     r"cp(?!437\.py|1252\.py)[0-9]+|iso8859_(?!1\.py)[0-9]+|mac_.*|koi8_.*|kz1048|ptcp154|"
     r"hp_roman8|palmos|tis_620|mbcs|oem)\.py"
 )
-# Libraries the Debian packages ship that nothing in the layer links against are not copied.
 
 
 @dataclass(frozen=True)
@@ -145,11 +144,6 @@ def needed(elf: Path) -> list[str]:
         ["readelf", "-d", str(elf)], capture_output=True, text=True, check=True
     ).stdout
     return re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", out)
-
-
-def is_elf(path: Path) -> bool:
-    with path.open("rb") as f:
-        return f.read(4) == b"\x7fELF"
 
 
 def library_closure(staged: Staged, roots: list[Path]) -> dict[str, tuple[str, Path]]:
