@@ -71,7 +71,7 @@ case "$cmd" in
     ;;
   demo)
     build_layer >&2
-    exec "$VENV/bin/python" -m tests.emulator.demo "$@"
+    exec "$VENV/bin/python" -m tools.demo "$@"
     ;;
   bench)
     build_layer >&2

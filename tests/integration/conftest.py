@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.emulator import LambdaEmulator
-from tests.support.moto_server import MotoServer
-from tests.support.net import free_port
+from tools.emulator import LambdaEmulator
+from tools.moto_server import MotoServer
+from tools.net import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 HANDLERS = Path(__file__).with_name("handlers")

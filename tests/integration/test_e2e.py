@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.emulator import InitError, LambdaEmulator
+from tools.emulator import InitError, LambdaEmulator
 
 from .conftest import SeededAws
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.emulator import demo
+from tools import demo
 
 from .conftest import REPO
 
@@ -15,7 +15,7 @@ from .conftest import REPO
 @pytest.mark.slow
 def test_demo_reads_masked_values_and_prints_figures(layer_zip):
     done = subprocess.run(
-        [sys.executable, "-m", "tests.emulator.demo", "--layer", str(layer_zip)],
+        [sys.executable, "-m", "tools.demo", "--layer", str(layer_zip)],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -48,7 +48,7 @@ def test_prefetched_items_are_hits_for_the_handlers_first_reads_during_init(
 
 
 def test_required_prefetch_failure_is_an_init_error_naming_the_item(lambda_sandbox):
-    from tests.emulator import InitError
+    from tools.emulator import InitError
 
     emu = lambda_sandbox(
         "prefetch_handler",

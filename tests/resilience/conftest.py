@@ -17,8 +17,8 @@ import pytest
 
 from tests.support.extension_process import ExtensionProcess
 from tests.support.fault_proxy import FaultProxy
-from tests.support.moto_server import MotoServer
-from tests.support.net import HttpResult
+from tools.moto_server import MotoServer
+from tools.net import HttpResult
 
 #: Slack added to a configured timeout when asserting how long an answer took: a correctness
 #: bound (never stuck past the timeout), not a benchmark, on two busy cores.

@@ -16,7 +16,7 @@ from secretcache.config import load_config
 from secretcache.errors import NotFound, UpstreamError
 from secretcache.server import STATE, make_app
 
-from tests.support.net import free_port
+from tools.net import free_port
 
 TOKEN = "unit-test-token-0123456789abcdef"
 HEADER = "X-Aws-Parameters-Secrets-Token"

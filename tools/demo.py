@@ -25,10 +25,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .emulator import LambdaEmulator
-from .records import InitError
+from .emulator import InitError, LambdaEmulator
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 LAYER_ZIP = REPO / "dist" / "secretcache-layer.zip"
 EXAMPLES = REPO / "examples"
 TEMPLATE = REPO / "template.yaml"
@@ -176,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
         print("demo: building the layer (./build.sh layer)...", file=sys.stderr)
         subprocess.run([str(REPO / "build.sh"), "layer"], cwd=REPO, check=True)
 
-    from tests.support.moto_server import MotoServer
+    from tools.moto_server import MotoServer
 
     with contextlib.ExitStack() as stack:
         print("Starting moto server (local stand-in for AWS)...")
@@ -259,7 +258,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.emulator.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tools.demo", description=__doc__)
     parser.add_argument("--layer", default=str(LAYER_ZIP))
     parser.add_argument("--verbose", action="store_true", help="echo every process's output")
     args = parser.parse_args(argv)

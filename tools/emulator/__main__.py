@@ -1,6 +1,6 @@
 """Run a handler with a layer on the emulator by hand.
 
-    python -m tests.emulator --layer dist/secretcache-layer.zip --code examples \\
+    python -m tools.emulator --layer dist/secretcache-layer.zip --code examples \\
         --handler app.handler --event '{}' --invokes 2 --moto --env SECRETS_MANAGER_TTL=5
 """
 
@@ -28,7 +28,7 @@ def _parse_env(pairs: list[str]) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tests.emulator",
+        prog="python -m tools.emulator",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         endpoint = args.endpoint_url
         if args.moto:
-            from tests.support.moto_server import MotoServer
+            from tools.moto_server import MotoServer
 
             moto = MotoServer().start()
             stack.callback(moto.stop)
