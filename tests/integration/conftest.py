@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 
 from tools.emulator import LambdaEmulator
+from tools.layer import layer_dir
 from tools.moto_server import MotoServer
 from tools.net import free_port
+from tools.rie import RieSandbox, rie_binary, unavailable_reason
 
 REPO = Path(__file__).resolve().parents[2]
 HANDLERS = Path(__file__).with_name("handlers")
@@ -127,3 +129,57 @@ def lambda_sandbox(
     yield make
     for emu in made:
         emu.close()
+
+
+@pytest.fixture(scope="session")
+def rie_layer(layer_zip: Path) -> Path:
+    """The built layer, unpacked (what RIE gets at /opt); skips the RIE tier where RIE cannot run.
+
+    RIE comes with aws-sam-cli (``./build.sh sam-setup``, a no-op once done); it needs a private
+    mount namespace (``unshare -m``: root). The skip reason is one line saying which is missing.
+    """
+    if rie_binary() is None:
+        done = subprocess.run(
+            [str(REPO / "build.sh"), "sam-setup"], cwd=REPO, capture_output=True, text=True,
+            timeout=900,
+        )  # fmt: skip
+        if done.returncode != 0:
+            pytest.fail(f"./build.sh sam-setup failed:\n{done.stderr[-3000:]}")
+    reason = unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"RIE tier skipped: {reason}")
+    tree = layer_dir()
+    assert (tree / "extensions" / "secretcache").is_file(), f"{tree} is not the unpacked layer"
+    return tree
+
+
+@pytest.fixture
+def rie_sandbox(
+    rie_layer: Path, moto_server: MotoServer, seeded_aws: SeededAws
+) -> Iterator[Callable[..., RieSandbox]]:
+    """Factory: rie_sandbox("client_handler", env={...}) -> a started RIE running that handler.
+
+    The same functions and seeded resources as ``lambda_sandbox``, on AWS's emulator.
+    """
+    made: list[RieSandbox] = []
+
+    def make(module: str, env: dict[str, str] | None = None, **options: object) -> RieSandbox:
+        function_env = {
+            "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT": str(free_port()),
+            **seeded_aws.function_env(),
+            **(env or {}),
+        }
+        rie = RieSandbox(
+            HANDLERS,
+            f"{module}.handler",
+            function_env,
+            layer=rie_layer,
+            endpoint_url=moto_server.url,
+            **options,  # type: ignore[arg-type]
+        )
+        made.append(rie)
+        return rie.start()
+
+    yield make
+    for rie in made:
+        rie.close()
