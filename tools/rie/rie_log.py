@@ -83,3 +83,19 @@ def init_timelines(lines: Iterable[str]) -> list[InitTimeline]:
         elif (match := _FATAL.search(message)) and current.fatal_error is None:
             current.fatal_error = match.group(1)
     return inits
+
+
+_RTDONE = re.compile(r"INVOKE RTDONE\(status: (\w+).*duration: ([\d.]+)ms\)")
+
+
+def invoke_durations(lines: Iterable[str]) -> list[float]:
+    """Milliseconds from RIE handing each invoke to the runtime to the runtime's answer, in order.
+
+    (RIE's ``INVOKE RTDONE`` line; unlike the REPORT line's Duration it never includes INIT.)
+    """
+    found = []
+    for line in lines:
+        parsed = parse_line(line)
+        if parsed is not None and (match := _RTDONE.search(parsed[2])):
+            found.append(float(match.group(2)))
+    return found
