@@ -63,14 +63,29 @@ def make_runtime_dir(parent: Path) -> Path:
     return runtime
 
 
+def emulator_prefix(arch: str) -> list[str] | None:
+    """What runs an ``arch`` binary here: [] natively, [qemu] for arm64 on x86_64, else None."""
+    if MACHINES.get(arch) == platform.machine():
+        return []
+    if arch == "arm64" and platform.machine() == "x86_64":
+        from .arm64 import qemu_aarch64
+
+        qemu = qemu_aarch64()
+        return [str(qemu)] if qemu is not None else None
+    return None
+
+
 @functools.cache
 def unavailable_reason(arch: str = "x86_64") -> str | None:
     """None when RIE for ``arch`` can run here; else one line saying exactly why not."""
     binary = rie_binary(arch)
     if binary is None:
         return f"no aws-lambda-rie-{arch} under {SAM_VENV} (run ./build.sh sam-setup)"
-    if MACHINES.get(arch) != platform.machine():
-        return f"aws-lambda-rie-{arch} needs a {arch} machine; this one is {platform.machine()}"
+    if emulator_prefix(arch) is None:
+        return (
+            f"aws-lambda-rie-{arch} needs a {arch} machine or qemu for it; this one is "
+            f"{platform.machine()} (python -m tools.rie.arm64 fetches qemu-aarch64-static)"
+        )
     if shutil.which("unshare") is None or shutil.which("mount") is None:
         return "unshare or mount (util-linux) is not installed"
     try:

@@ -35,7 +35,7 @@ from tools.emulator.records import LogCapture, LogLine
 from tools.layer import layer_dir
 from tools.net import free_port
 
-from .host import make_runtime_dir, rie_binary, unavailable_reason
+from .host import emulator_prefix, make_runtime_dir, rie_binary, unavailable_reason
 from .rie_log import InitTimeline, init_timelines
 
 INVOKE_PATH = "/2015-03-31/functions/function/invocations"
@@ -203,7 +203,7 @@ class RieSandbox:
             "unshare", "-m", "--propagation", "private",
             "sh", "-c", _NAMESPACE_SCRIPT, "rie-namespace",
             str(self.code_dir), str(self.layer), str(runtime),
-            str(binary), "--log-level", "debug",
+            *(emulator_prefix(self.arch) or []), str(binary), "--log-level", "debug",
             "--runtime-interface-emulator-address", f"127.0.0.1:{self.port}",
             "--runtime-api-address", f"127.0.0.1:{self.runtime_api_port}",
             *self.runtime_argv,
