@@ -151,3 +151,20 @@ def test_no_token_or_secret_in_any_line_rie_or_the_extension_wrote(rie_sandbox, 
         assert value not in everything
     for record in rie.extension_log():
         json.dumps(record)  # every extension line parsed as one JSON object
+
+
+def test_without_a_session_token_as_sam_local_gives_long_term_keys_secretcache_token_serves(
+    rie_sandbox, seeded_aws
+):
+    # RIE (and `sam local invoke` with long-term credentials) sets AWS_SESSION_TOKEN to ""
+    failing = rie_sandbox("client_handler", env={"AWS_SESSION_TOKEN": ""})
+    assert failing.invoke({}).status == 502
+    failed = [r for r in failing.extension_log() if r.get("event") == "init.failed"]
+    assert failed and "SECRETCACHE_TOKEN" in failed[0]["message"], failing.logs.text()[-2000:]
+
+    token = "local-token-" + uuid.uuid4().hex
+    rie = rie_sandbox("client_handler", env={"AWS_SESSION_TOKEN": "", "SECRETCACHE_TOKEN": token})
+    result = rie.invoke({})
+    assert result.ok, rie.logs.text()[-3000:]
+    assert result.payload["invoke"] == seeded_aws.expected()
+    assert token not in rie.logs.text()
