@@ -26,7 +26,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from bench import function_import, load, report, startup  # noqa: E402
 from bench.memory import RssSampler, rss_kib  # noqa: E402
 from bench.reads import Target, WorkerPool  # noqa: E402
 from bench.stats import summary  # noqa: E402
+from tools.cli import interrupts_as_exit  # noqa: E402
 
 LAYER_ZIP = REPO / "dist" / "secretcache-layer.zip"
 RESULTS = Path(__file__).resolve().parent / "results.json"
@@ -185,20 +185,6 @@ def environment_facts(layer_zip: Path, plan: dict[str, Any]) -> dict[str, Any]:
         "wrk": wrk.splitlines()[0].split("[")[0].replace("debian/", "").strip() if wrk else None,
         "plan": plan,
     }
-
-
-@contextlib.contextmanager
-def interrupts_as_exit() -> Iterator[None]:
-    """SIGTERM unwinds like Ctrl-C, so every process the bench started is stopped."""
-
-    def on_term(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, on_term)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def note(message: str) -> None:

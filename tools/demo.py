@@ -18,18 +18,18 @@ import base64
 import contextlib
 import http.client
 import os
-import signal
 import socket
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .cli import interrupts_as_exit
 from .emulator import InitError, LambdaEmulator
+from .emulator.records import LogCapture
 from .layer import REPO, layer_dir
 
 EXAMPLES = REPO / "examples"
@@ -208,6 +208,14 @@ def _print_figures(figures: Figures, source: str) -> None:
     )
 
 
+def _stop_unless_ok(label: str, ok: bool, error: str, logs: LogCapture) -> None:
+    """A failed demo invoke ends the demo with everything the sandbox logged."""
+    if not ok:
+        print(f"{label} invoke failed: {error}")
+        print(logs.text(), file=sys.stderr)
+        raise SystemExit(1)
+
+
 def _show_reads(payload: object) -> None:
     print("\nWhat the function read on its cold invoke (values masked):")
     _print_payload(payload, {SECRET_VALUE, PARAMETER_VALUE, KMS_PLAINTEXT.decode()})
@@ -244,10 +252,7 @@ def run_on_rie(env: dict[str, str], port: int, moto_url: str, verbose: bool) -> 
         )
         results = [("cold", rie.invoke({})), ("warm", rie.invoke({}))]
         for label, result in results:
-            if not result.ok:
-                print(f"{label} invoke failed: {result.error_type}: {result.payload!r}")
-                print(rie.logs.text(), file=sys.stderr)
-                raise SystemExit(1)
+            _stop_unless_ok(label, result.ok, f"{result.error_type}: {result.payload!r}", rie.logs)
         _show_reads(results[0][1].payload)
         rie_lines = [line.text for line in rie.logs.lines("rie")]
         (init, *_) = rie.inits()
@@ -297,10 +302,7 @@ def run_on_our_emulator(
             raise SystemExit(1) from None
         results = [("cold", emu.invoke({})), ("warm", emu.invoke({}))]
         for label, result in results:
-            if not result.ok:
-                print(f"{label} invoke failed: {result.error_type}: {result.error}")
-                print(emu.logs.text(), file=sys.stderr)
-                raise SystemExit(1)
+            _stop_unless_ok(label, result.ok, f"{result.error_type}: {result.error}", emu.logs)
         _show_reads(results[0][1].payload)
         ext = init.extensions["secretcache"]
         figures = Figures(
@@ -318,20 +320,6 @@ def run_on_our_emulator(
             figures.shutdown_ms = stopped.after_ms
             figures.shutdown_how = "SIGKILLed" if stopped.killed else f"exit {stopped.exit_code}"
     return figures
-
-
-@contextlib.contextmanager
-def _interrupts_as_exit() -> Iterator[None]:
-    """Ctrl-C or SIGTERM unwind through the with-blocks, so every process is stopped."""
-
-    def on_term(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, on_term)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -385,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verbose", action="store_true", help="echo every process's output")
     args = parser.parse_args(argv)
     os.chdir(REPO)
-    with _interrupts_as_exit():
+    with interrupts_as_exit():
         try:
             return run(args)
         except KeyboardInterrupt:

@@ -27,22 +27,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .cli import parse_env
 from .emulator.records import LogLine
 from .layer import layer_dir
 from .rie.sandbox import SANDBOX
 
 EXIT_USAGE = 2
 EXIT_NO_RIE = 3
-
-
-def _parse_env(pairs: list[str]) -> dict[str, str]:
-    env: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"local-invoke: --env expects KEY=VALUE, got {pair!r}")
-        env[key] = value
-    return env
 
 
 def _read_event(value: str | None) -> bytes:
@@ -127,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         print("local-invoke: --seed fills the embedded moto; not with --endpoint", file=sys.stderr)
         return EXIT_USAGE
     event = _read_event(args.event)
-    env = _parse_env(args.env)
+    env = parse_env(args.env, "local-invoke")
 
     with contextlib.ExitStack() as stack:
         endpoint = args.endpoint

@@ -62,6 +62,10 @@ class SeededAws:
             "CIPHERTEXT_B64": self.ciphertext_b64,
         }
 
+    def prefetch_list(self) -> str:
+        """SECRETCACHE_PREFETCH naming the secret, the SecureString and the KMS ciphertext."""
+        return f"sm:{self.secret_id},ssm:{self.secure_param}?withDecryption=true,kms:CIPHERTEXT_B64"
+
     def expected(self) -> dict[str, str]:
         return {
             "secret": self.secret_value,
@@ -96,6 +100,18 @@ def seeded_aws(moto_server: MotoServer) -> SeededAws:
         ciphertext_b64=base64.b64encode(blob).decode(),
         kms_plaintext="kms-plaintext-42",
     )
+
+
+def rotate(moto_server: MotoServer, secret_id: str, value: str) -> None:
+    moto_server.client("secretsmanager").put_secret_value(SecretId=secret_id, SecretString=value)
+
+
+@pytest.fixture
+def rotating_secret(moto_server: MotoServer) -> str:
+    """A secret of this test's own (value "v1"), so rotating it disturbs no other test."""
+    secret_id = f"e2e-rotating-{uuid.uuid4().hex[:8]}"
+    moto_server.client("secretsmanager").create_secret(Name=secret_id, SecretString="v1")
+    return secret_id
 
 
 @pytest.fixture

@@ -12,11 +12,7 @@ def test_prefetched_items_are_hits_for_the_handlers_first_reads_during_init(
     emu = lambda_sandbox(
         "prefetch_handler",
         env={
-            "SECRETCACHE_PREFETCH": (
-                f"sm:{seeded_aws.secret_id},"
-                f"ssm:{seeded_aws.secure_param}?withDecryption=true,"
-                "kms:CIPHERTEXT_B64"
-            ),
+            "SECRETCACHE_PREFETCH": seeded_aws.prefetch_list(),
             "SECRETCACHE_PREFETCH_REQUIRED": "true",
             "SECRETCACHE_METRICS": "emf",
         },

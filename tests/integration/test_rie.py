@@ -16,7 +16,7 @@ import pytest
 from tools.net import http_request
 from tools.rie import RieSandbox
 
-from .conftest import SeededAws
+from .conftest import SeededAws, rotate
 
 TOKEN_HEADER = "X-Aws-Parameters-Secrets-Token"
 
@@ -27,13 +27,6 @@ def metrics(rie: RieSandbox) -> dict:
     result = http_request(port, "GET", "/metrics", headers={TOKEN_HEADER: rie.session_token})
     assert result.status == 200, result.body
     return result.json()["services"]  # type: ignore[index]
-
-
-@pytest.fixture
-def rotating_secret(moto_server) -> str:
-    secret_id = f"rie-rotating-{uuid.uuid4().hex[:8]}"
-    moto_server.client("secretsmanager").create_secret(Name=secret_id, SecretString="v1")
-    return secret_id
 
 
 @pytest.mark.parametrize("module", ["client_handler", "urllib_handler"])
@@ -75,14 +68,10 @@ def test_rotation_is_seen_after_the_ttl_and_at_once_with_refresh_now(
         "urllib_handler", env={"SECRET_ID": rotating_secret, "SECRETS_MANAGER_TTL": "2"}
     )
     assert rie.invoke({"action": "secret"}).payload == {"secret": "v1"}
-    moto_server.client("secretsmanager").put_secret_value(
-        SecretId=rotating_secret, SecretString="v2"
-    )
+    rotate(moto_server, rotating_secret, "v2")
     assert rie.invoke({"action": "secret"}).payload == {"secret": "v1"}  # cached
     assert rie.invoke({"action": "secret", "refresh": True}).payload == {"secret": "v2"}
-    moto_server.client("secretsmanager").put_secret_value(
-        SecretId=rotating_secret, SecretString="v3"
-    )
+    rotate(moto_server, rotating_secret, "v3")
     read_at = time.monotonic()
     assert rie.invoke({"action": "secret"}).payload == {"secret": "v2"}  # the refreshed entry
     time.sleep(max(0.0, read_at + 2.3 - time.monotonic()))
@@ -93,11 +82,7 @@ def test_prefetched_items_are_hits_for_the_first_reads_during_init(rie_sandbox, 
     rie = rie_sandbox(
         "prefetch_handler",
         env={
-            "SECRETCACHE_PREFETCH": (
-                f"sm:{seeded_aws.secret_id},"
-                f"ssm:{seeded_aws.secure_param}?withDecryption=true,"
-                "kms:CIPHERTEXT_B64"
-            ),
+            "SECRETCACHE_PREFETCH": seeded_aws.prefetch_list(),
             "SECRETCACHE_PREFETCH_REQUIRED": "true",
         },
     )

@@ -12,18 +12,10 @@ import json
 import sys
 from typing import Any
 
+from tools.cli import parse_env
+
 from .emulator import LambdaEmulator
 from .records import InitError
-
-
-def _parse_env(pairs: list[str]) -> dict[str, str]:
-    env: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"--env expects KEY=VALUE, got {pair!r}")
-        env[key] = value
-    return env
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.layer,
                 args.code,
                 args.handler,
-                _parse_env(args.env),
+                parse_env(args.env, "tools.emulator"),
                 endpoint_url=endpoint,
                 echo=not args.quiet,
             )
