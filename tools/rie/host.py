@@ -101,5 +101,8 @@ def unavailable_reason(arch: str = "x86_64") -> str | None:
         )
     if probe.returncode != 0:
         why = (probe.stderr.strip().splitlines() or [f"exit {probe.returncode}"])[-1]
-        return f"a private mount namespace is not permitted here (unshare -m: {why}); needs root with CAP_SYS_ADMIN"
+        return (
+            f"a private mount namespace is not permitted here (unshare -m: {why}); "
+            "needs root with CAP_SYS_ADMIN"
+        )
     return None
