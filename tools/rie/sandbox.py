@@ -26,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,6 +163,7 @@ class RieSandbox:
         self._proc: subprocess.Popen[bytes] | None = None
         self._readers: list[threading.Thread] = []
         self._stopped: RieStop | None = None
+        self._finalizer: weakref.finalize[[int], RieSandbox] | None = None
         self._workdir = Path(tempfile.mkdtemp(prefix="secretcache-rie-"))
         self.port = free_port()
         self.runtime_api_port = free_port()
@@ -216,6 +218,8 @@ class RieSandbox:
             stderr=subprocess.PIPE,
             start_new_session=True,
         )
+        # last resort if this object is dropped or the interpreter exits without stop()
+        self._finalizer = weakref.finalize(self, _kill_group, self._proc.pid)
         for source, stream in ((SANDBOX, self._proc.stdout), (RIE, self._proc.stderr)):
             reader = threading.Thread(target=self._read, args=(source, stream), daemon=True)
             reader.start()
@@ -281,6 +285,8 @@ class RieSandbox:
                 os.kill(pid, signal.SIGKILL)
         for reader in self._readers:
             reader.join(timeout=5)
+        if self._finalizer is not None:
+            self._finalizer.detach()
         self._stopped = RieStop(code, elapsed, killed)
         return self._stopped
 
@@ -403,6 +409,15 @@ class RieSandbox:
             elif self._echo:
                 print(f"[{source}] {text}", file=sys.stderr, flush=True)
         stream.close()
+
+
+def _kill_group(pid: int) -> None:
+    """SIGKILL RIE's process group and everything below RIE."""
+    for child in _descendants(pid):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(child, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
 
 
 def _descendants(pid: int) -> list[int]:
