@@ -254,9 +254,14 @@ def run_on_rie(env: dict[str, str], port: int, moto_url: str, verbose: bool) -> 
         for label, result in results:
             _stop_unless_ok(label, result.ok, f"{result.error_type}: {result.payload!r}", rie.logs)
         _show_reads(results[0][1].payload)
-        rie_lines = [line.text for line in rie.logs.lines("rie")]
+        # RIE logs each invoke's RTDONE line as it answers: give its log a moment to arrive
+        deadline = time.monotonic() + 5
+        while True:
+            durations = invoke_durations(line.text for line in rie.logs.lines("rie"))
+            if len(durations) >= len(results) or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
         (init, *_) = rie.inits()
-        durations = invoke_durations(rie_lines)
         figures = Figures(
             exec_to_register_ms=init.exec_to_register_ms("secretcache"),
             exec_to_ready_ms=init.exec_to_ready_ms("secretcache"),

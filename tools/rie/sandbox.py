@@ -163,6 +163,7 @@ class RieSandbox:
         self._proc: subprocess.Popen[bytes] | None = None
         self._readers: list[threading.Thread] = []
         self._stopped: RieStop | None = None
+        self._invokes = 0
         self._finalizer: weakref.finalize[[int], RieSandbox] | None = None
         self._workdir = Path(tempfile.mkdtemp(prefix="secretcache-rie-"))
         self.port = free_port()
@@ -257,9 +258,11 @@ class RieSandbox:
             data = response.read()
             elapsed = (time.perf_counter() - started) * 1000.0
             headers = {k.lower(): v for k, v in response.getheaders()}
-            return RieInvoke(response.status, data, headers, elapsed)
         finally:
             conn.close()
+        self._invokes += 1
+        self._await_invoke_logged(self._invokes)
+        return RieInvoke(response.status, data, headers, elapsed)
 
     def stop(self, timeout: float = 5.0) -> RieStop:
         """SIGTERM RIE (SHUTDOWN to the extensions) and wait; SIGKILL it past ``timeout``."""
@@ -332,6 +335,19 @@ class RieSandbox:
             time.sleep(0.02)
 
     # ------------------------------------------------------------------ internals
+
+    def _await_invoke_logged(self, count: int, timeout: float = 2.0) -> None:
+        """Wait until RIE's log, read by another thread, shows ``count`` invokes started.
+
+        RIE logs the whole INIT before ``INVOKE START``, and both before it answers; waiting for
+        the line here makes ``inits()`` right after ``invoke()`` see all of them.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            started = sum("INVOKE START(" in ln.text for ln in self.logs.lines(RIE))
+            if started >= count:
+                return
+            time.sleep(0.01)
 
     def _python_version(self) -> str:
         done = subprocess.run(
