@@ -6,4 +6,6 @@
 ``tools.demo``       ``./build.sh demo``
 ``tools.local_invoke``  ``./build.sh local-invoke``: a user's own function with the layer on RIE
 ``tools.moto_server``   moto in server mode, the local stand-in for AWS
+``tools.layer``         where the built layer is (one function)
+``tools.net``, ``tools.cli``   loopback ports and HTTP helpers; shared command-line pieces
 """
