@@ -223,7 +223,6 @@ async def test_module_coroutines_use_the_default_client(
 ) -> None:
     monkeypatch.setenv("AWS_SESSION_TOKEN", TOKEN)
     monkeypatch.setattr(aio.default_client, "_port", fake.port)
-    monkeypatch.setattr(aio.default_client, "_idle", [])
     assert await aio.get_secret("s") == SECRET
     assert fake.requests[0].headers["x-aws-parameters-secrets-token"] == TOKEN
     await aio.default_client.aclose()
