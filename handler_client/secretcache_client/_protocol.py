@@ -446,25 +446,33 @@ class ResponseParser:
 
     def _read_head(self) -> bool:
         """Parse the status line and headers; False until all of them have arrived."""
-        start = self._position
-        status_line = self._line()
-        if status_line is None:
+        buffer, start = self._buffer, self._position
+        status_end = buffer.find(b"\n", start)
+        if status_end < 0:
+            if len(buffer) - start > MAX_LINE:
+                raise MalformedResponse("line too long")
             return False
-        parts = status_line.split(None, 2)
+        # Checked before the rest arrives, so that garbage fails at once rather than on timeout.
+        parts = bytes(buffer[start:status_end]).split(None, 2)
         if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
             raise MalformedResponse("bad status line")
+        crlf_end = buffer.find(b"\n\r\n", status_end)  # the empty line that ends the head
+        lf_end = buffer.find(b"\n\n", status_end)
+        if lf_end >= 0 and (crlf_end < 0 or lf_end < crlf_end):
+            head_end, self._position = lf_end, lf_end + 2
+        elif crlf_end >= 0:
+            head_end, self._position = crlf_end, crlf_end + 3
+        else:
+            if len(buffer) - start > MAX_LINE * 4:
+                raise MalformedResponse("head too long")
+            return False
+        lines = bytes(buffer[status_end + 1 : head_end]).split(b"\n")  # [b""] if none
+        if len(lines) > MAX_HEADER_LINES:
+            raise MalformedResponse("too many header lines")
         headers: dict[bytes, bytes] = {}
-        for _ in range(MAX_HEADER_LINES):
-            line = self._line()
-            if line is None:
-                self._position = start  # parse the whole head again once more has arrived
-                return False
-            if not line:
-                break
+        for line in lines:
             name, _, value = line.partition(b":")
             headers[name.strip().lower()] = value.strip()
-        else:
-            raise MalformedResponse("too many header lines")
         status = int(parts[1])
         if status >= 200:  # a 1xx answer is followed by the real one
             self._status = status

@@ -99,7 +99,8 @@ def test_end_of_stream_inside_an_answer_is_a_reset(cut: int) -> None:
         (b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", "bad Content-Length"),
         (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "bad chunk size"),
         (b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 101 + b"\r\n", "too many header lines"),
-        (b"HTTP/1.1 200 OK\r\nX: " + b"y" * 70000, "line too long"),
+        (b"HTTP/1.1 200 OK\r\nX: " + b"y" * 300000, "head too long"),
+        (b"HTTP/1.1 200" + b"y" * 70000, "line too long"),
     ],
 )
 def test_malformed_answers_are_refused(data: bytes, problem: str) -> None:
