@@ -36,7 +36,8 @@ if TYPE_CHECKING:
     F = TypeVar("F", bound=Callable[..., Any])
     C = TypeVar("C", bound=_Closable)
 else:
-    # Call is generic to type checkers only; at run time Call[...] is never evaluated.
+    # Generic to type checkers only: at run time a subscript such as Call[T] appears only in
+    # annotations, which are never evaluated, and Generic[...] as a base is plain object.
     T = C = None
 
     class Generic:
@@ -117,7 +118,7 @@ class IdlePool(Generic[C]):
         """An idle connection, or ``None``."""
         with self._lock:
             if self._pid != os.getpid():
-                self._idle = []  # the parent's: closing them would close the parent's too
+                self._idle = []  # the parent's sockets: a forked child must not share them
                 self._pid = os.getpid()
             return self._idle.pop() if self._idle else None
 
@@ -394,10 +395,10 @@ class Attempts:
 
     def settle(self, outcome: proto.Answer | Starting | Stale) -> proto.Answer | None:
         """The final answer, or ``None`` to wait ``delay`` and try again."""
-        self.fresh = outcome is STALE
         if isinstance(outcome, Stale):
-            self.delay = 0.0
+            self.fresh, self.delay = True, 0.0
             return None
+        self.fresh = False
         self.count += 1
         if isinstance(outcome, Starting):
             reason = f"{outcome.reason}: is the extension running?"
