@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import time
 
+from . import _attempts as attempting
 from . import _calls as calls
 from . import _protocol as proto
-from ._calls import MIN_ATTEMPT as _MIN_ATTEMPT  # noqa: F401  # kept importable from here
-from ._calls import backoff  # noqa: F401  # kept importable from here
+from ._attempts import MIN_ATTEMPT as _MIN_ATTEMPT  # noqa: F401  # kept importable from here
+from ._attempts import backoff  # noqa: F401  # kept importable from here
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~6 ms at cold start
 if TYPE_CHECKING:
@@ -95,8 +96,8 @@ class Client(calls.BaseClient):
     # -- transport ----------------------------------------------------------------------
 
     def _perform(self, call: calls.Call[T]) -> T:
-        """Attempt ``call`` until an answer is final (see :class:`._calls.Attempts`)."""
-        attempts = calls.Attempts(self.timeout, self.retries)
+        """Attempt ``call`` until an answer is final (see :class:`._attempts.Attempts`)."""
+        attempts = attempting.Attempts(self.timeout, self.retries)
         while True:
             answer = attempts.settle(self._attempt(call.request, attempts))
             if answer is not None:
@@ -104,10 +105,10 @@ class Client(calls.BaseClient):
             time.sleep(attempts.delay)
 
     def _attempt(
-        self, request: bytes, attempts: calls.Attempts
-    ) -> proto.Answer | calls.Starting | calls.Stale:
+        self, request: bytes, attempts: attempting.Attempts
+    ) -> proto.Answer | attempting.Starting | attempting.Stale:
         budget = attempts.budget()  # each socket operation's timeout
-        with calls.Attempt(self._pool, attempts.fresh, self.timeout) as attempt:
+        with attempting.Attempt(self._pool, attempts.fresh, self.timeout) as attempt:
             if attempt.conn is None:
                 attempt.conn = self._connect(budget)
             attempt.answered(attempt.conn.exchange(request, budget))

@@ -1,10 +1,10 @@
-"""The client's calls without I/O: start-up retries, failure outcomes, connection bookkeeping."""
+"""The client's calls and their attempts without I/O: retries, failures, connection bookkeeping."""
 
 from __future__ import annotations
 
 import pytest
 from secretcache_client import Client, ExtensionUnavailable, SecretNotFound, UpstreamError
-from secretcache_client._calls import (
+from secretcache_client._attempts import (
     STALE,
     Attempt,
     Attempts,
@@ -12,8 +12,8 @@ from secretcache_client._calls import (
     Starting,
     backoff,
     failure_outcome,
-    get_parameter,
 )
+from secretcache_client._calls import get_parameter
 from secretcache_client._protocol import Answer, MalformedResponse
 
 NOT_READY = Answer(400, b"not ready to serve traffic", True)
