@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     T = TypeVar("T")
     F = TypeVar("F", bound=Callable[..., Any])
 else:
-    from ._attempts import Generic
+    from ._attempts import Generic  # a stand-in: typing is not imported at run time
 
     T = None
 
