@@ -105,11 +105,20 @@ class Call(Generic[T]):
 
 
 def as_method(method: F, read: Callable[..., Any], owner: str) -> F:
-    """Give ``method`` (a client's binding of ``read``) the read's name, docs and signature."""
+    """Give ``method`` (a client's binding of ``read``) the read's name, docs and signature.
+
+    ``inspect.signature`` (``help()``, IPython's ``?``) follows ``__wrapped__``: it points
+    to a copy of ``read`` without the return annotation, which names the Call the read
+    builds, not what the method returns (type checkers see the typed binding instead).
+    """
     method.__name__ = read.__name__
     method.__qualname__ = f"{owner}.{read.__name__}"
     method.__doc__ = read.__doc__
-    method.__wrapped__ = read  # type: ignore[attr-defined]  # inspect.signature follows it
+    function_type: Any = type(read)  # types.FunctionType, without importing types
+    shown = function_type(read.__code__, read.__globals__, read.__name__, read.__defaults__)
+    shown.__kwdefaults__ = read.__kwdefaults__
+    shown.__annotations__ = {k: v for k, v in read.__annotations__.items() if k != "return"}
+    method.__wrapped__ = shown  # type: ignore[attr-defined]
     return method
 
 

@@ -44,6 +44,7 @@ def test_every_read_has_one_signature_on_both_clients() -> None:
         assert signature == inspect.signature(async_method), read.__name__
         # Binding drops the read's client parameter, not the caller's first argument.
         assert list(signature.parameters) == list(inspect.signature(read).parameters)[1:]
+        assert signature.return_annotation is inspect.Signature.empty  # not the Call
         assert not inspect.iscoroutinefunction(sync_method), read.__name__
         assert inspect.iscoroutinefunction(async_method), read.__name__
         assert sync_method.__doc__ and sync_method.__doc__ == async_method.__doc__
