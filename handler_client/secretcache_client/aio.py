@@ -15,9 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from . import _attempts as attempting
 from . import _calls as calls
 from . import _protocol as proto
+from ._attempts import Attempt, Attempts, Stale, Starting, timed_out
 from .errors import (
     AccessDenied,
     BadRequest,
@@ -135,24 +135,22 @@ class AsyncClient(calls.BaseClient):
 
     async def _perform(self, call: calls.Call[T]) -> T:
         """Attempt ``call`` until an answer is final (see :class:`._attempts.Attempts`)."""
-        attempts = attempting.Attempts(self.timeout, self.retries)
+        attempts = Attempts(self.timeout, self.retries)
         while True:
             try:
                 outcome = await asyncio.wait_for(
                     self._attempt(call.request, attempts.fresh), attempts.budget()
                 )
             except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
-                raise attempting.timed_out(self.timeout) from None
+                raise timed_out(self.timeout) from None
             answer = attempts.settle(outcome)
             if answer is not None:
                 return call.result(answer)
             await asyncio.sleep(attempts.delay)
 
-    async def _attempt(
-        self, request: bytes, fresh: bool
-    ) -> proto.Answer | attempting.Starting | attempting.Stale:
+    async def _attempt(self, request: bytes, fresh: bool) -> proto.Answer | Starting | Stale:
         self._forget_other_loops()
-        with attempting.Attempt(self._pool, fresh, self.timeout) as attempt:
+        with Attempt(self._pool, fresh, self.timeout) as attempt:
             if attempt.conn is None:
                 attempt.conn = _Connection(*await asyncio.open_connection("127.0.0.1", self.port))
             attempt.answered(await attempt.conn.exchange(request))
