@@ -77,6 +77,8 @@ class Config:
     max_stale_seconds: int = 3600
     not_found_ttl: int = 0
     max_client_connections: int = 256
+    #: Seconds for a request head (and a request body) to arrive once its first byte has.
+    request_timeout: float = 10.0
     token: str = field(default="", repr=False)
     token_source: str = "AWS_SESSION_TOKEN"
     lambda_runtime_api: str | None = None
@@ -115,6 +117,7 @@ class Config:
             "maxStaleSeconds": self.max_stale_seconds,
             "notFoundTtlSeconds": self.not_found_ttl,
             "maxClientConnections": self.max_client_connections,
+            "requestTimeoutSeconds": self.request_timeout,
             "tokenSource": self.token_source,
             "mode": "lambda" if self.in_lambda else "standalone",
             "prefetch": [item.label for item in self.prefetch],
@@ -298,6 +301,8 @@ def load_config(env: Mapping[str, str]) -> Config:
         max_stale_seconds=_int(env, "SECRETCACHE_MAX_STALE_SECONDS", 3600, 0, 7 * MAX_TTL_SECONDS),
         not_found_ttl=_int(env, "SECRETCACHE_NOT_FOUND_TTL", 0, 0, MAX_TTL_SECONDS),
         max_client_connections=_int(env, "SECRETCACHE_MAX_CLIENT_CONNECTIONS", 256, 1, 65535),
+        request_timeout=_int(env, "SECRETCACHE_REQUEST_TIMEOUT_MILLIS", 10_000, 100, 600_000)
+        / 1000.0,
         token=token,
         token_source=token_source,
         lambda_runtime_api=_raw(env, "AWS_LAMBDA_RUNTIME_API"),

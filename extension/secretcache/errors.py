@@ -60,6 +60,13 @@ class MethodNotAllowed(SecretcacheError):
     error_type = "MethodNotAllowed"
 
 
+class RequestTimeout(SecretcacheError):
+    """A request head or body did not arrive in full within the request timeout."""
+
+    status = 408
+    error_type = "RequestTimeout"
+
+
 class PayloadTooLarge(SecretcacheError):
     status = 413
     error_type = "PayloadTooLarge"

@@ -188,6 +188,7 @@ async def _serve(
         token=config.token,
         allowed_hosts=allowed_hosts(config.port),
         max_connections=config.max_client_connections,
+        request_timeout=config.request_timeout,
     )
     server = await loop.create_server(listener.protocol_factory, sock=sock, backlog=LISTEN_BACKLOG)
     listening = time.monotonic()

@@ -25,6 +25,7 @@ from .errors import (
     NotFound,
     PayloadTooLarge,
     RequestLineTooLong,
+    RequestTimeout,
     SecretcacheError,
     ServiceUnavailable,
     Unauthorized,
@@ -34,6 +35,7 @@ from .prefetch import kms_digest
 from .query import (
     MAX_BODY_BYTES,
     MAX_HEADER_BYTES,
+    MAX_HEADERS,
     MAX_QUERY_VALUE,
     TOKEN_HEADERS,
     Pairs,
@@ -54,7 +56,7 @@ from .status import Status
 MAX_LINE_SIZE = 8190
 MAX_FIELD_SIZE = MAX_HEADER_BYTES
 JSON_HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-store"}
-_OPEN_PATHS = frozenset({"/health", "/ping"})
+_OPEN_PATHS = frozenset({"/health", "/health/", "/ping", "/ping/"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -138,6 +140,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(exc)
     except web.HTTPException as exc:
         return error_response(http_error(exc.status))
+    except ConnectionError:
+        # The client went away mid-request (e.g. mid-body): its doing, not ours; nobody reads this.
+        log.debug("request.aborted", path=request.path)
+        return error_response(BadRequest("the client closed the connection", error_type="Aborted"))
     except Exception as exc:
         log.error(
             "request.internal_error", path=request.path, error=type(exc).__name__, where=where(exc)
@@ -269,6 +275,8 @@ def decrypt_request(raw: bytes) -> tuple[bytes, dict[str, str] | None, str | Non
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise BadRequest("the body must be a JSON object") from None
+    except RecursionError:
+        raise BadRequest("the body is nested too deeply") from None
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
     unknown = set(body) - {"CiphertextBlob", "EncryptionContext", "KeyId", "EncryptionAlgorithm"}
@@ -302,7 +310,12 @@ def decrypt_request(raw: bytes) -> tuple[bytes, dict[str, str] | None, str | Non
 
 async def kms_decrypt(request: web.Request) -> web.Response:
     pairs = parse_query(request)
-    blob, context, key_id, algorithm = decrypt_request(await request.read())
+    timeout = request.app[STATE].config.request_timeout
+    try:
+        raw = await asyncio.wait_for(request.read(), timeout)
+    except asyncio.TimeoutError:
+        raise RequestTimeout(f"the request body did not arrive within {timeout:g} s") from None
+    blob, context, key_id, algorithm = decrypt_request(raw)
     digest = kms_digest(blob, context, key_id, algorithm)
     lookup = await request.app[STATE].reads.decrypt(
         blob, context, key_id, algorithm, digest, refresh=flag(pairs, "refreshNow")
@@ -335,7 +348,10 @@ def make_app(reads: Reads, status: Status) -> web.Application:
         handler_args={
             "max_line_size": MAX_LINE_SIZE,
             "max_field_size": MAX_FIELD_SIZE,
-            "max_headers": 128,
+            "max_headers": MAX_HEADERS,
+            # After an early answer (413, 408), read what is left of a body for at most this long
+            # so the client gets the answer rather than a reset, then close.
+            "lingering_time": 1.0,
         },
     )
     app[STATE] = ServerState(reads, status)
@@ -358,14 +374,49 @@ def make_app(reads: Reads, status: Status) -> web.Application:
 
 
 class JsonRequestHandler(RequestHandler):
-    """aiohttp's protocol handler with errors before routing (malformed HTTP) rendered as JSON."""
+    """aiohttp's protocol handler with errors before routing (malformed HTTP) rendered as JSON,
+    half-closed connections answered then closed, and the listener's idle/evict interface.
+
+    (aiohttp closes a connection as soon as the client's FIN arrives, losing the answer to a
+    request sent just before it.)
+    """
 
     on_lost: Callable[[JsonRequestHandler], None] | None = None
+    peer_eof = False
+    idle_at = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.idle_at = asyncio.get_running_loop().time()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         super().connection_lost(exc)
         if self.on_lost is not None:
             self.on_lost(self)
+
+    def eof_received(self) -> bool:
+        self.peer_eof = True
+        if self.idle_since() is not None:
+            self.force_close()
+        return True  # keep writing: the answers to requests already received are still owed
+
+    async def finish_response(
+        self, request: Any, resp: web.StreamResponse, start_time: float | None
+    ) -> tuple[web.StreamResponse, bool]:
+        result = await super().finish_response(request, resp, start_time)
+        self.idle_at = asyncio.get_running_loop().time()
+        if self.peer_eof and not self._messages:
+            self.close()  # the client sends no more: close after this answer
+        return result
+
+    def idle_since(self) -> float | None:
+        """When the last answer went out; None while a request is queued or being served."""
+        if self._request_in_progress or self._messages:
+            return None
+        return self.idle_at
+
+    def evict(self) -> None:
+        self.force_close()
 
     def handle_error(
         self,

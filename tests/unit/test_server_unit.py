@@ -414,6 +414,11 @@ async def test_health_needs_no_token(app: App) -> None:
     assert await response.json() == {"status": "ok"}
 
 
+@pytest.mark.parametrize("path", ["/health/", "/ping/"])
+async def test_health_and_ping_with_a_trailing_slash_need_no_token(app: App, path: str) -> None:
+    assert (await app.client.get(path)).status == 200
+
+
 async def test_metrics_need_the_token_and_hold_no_names(app: App) -> None:
     await error_of(await app.client.get("/metrics"), 401)
     await app.get("/secretsmanager/get?secretId=very-private-name")
@@ -516,6 +521,12 @@ async def test_decrypt_encryption_algorithm_is_not_silently_ignored(app: App) ->
 )
 async def test_invalid_decrypt_body_is_400_json(app: App, body: Any) -> None:
     await error_of(await post_decrypt(app, body), 400)
+    assert app.backends.calls == []
+
+
+async def test_deeply_nested_decrypt_body_is_400_not_500(app: App) -> None:
+    body = await error_of(await post_decrypt(app, b"[" * 30000 + b"]" * 30000), 400)
+    assert body["errorType"] == "BadRequest"
     assert app.backends.calls == []
 
 
