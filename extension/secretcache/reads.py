@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import contextvars
 import json
+import re
 from typing import Any
 
 from . import responses
@@ -39,6 +40,39 @@ def _unique(items: list[str]) -> list[str]:
 
 def _chunks(items: list[str], size: int) -> list[list[str]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+#: Secrets Manager appends a hyphen and six random characters to a secret's name in its ARN.
+_ARN_SUFFIX = re.compile(r"-[A-Za-z0-9]{6}\Z")
+
+
+def secret_id_forms(value: dict[str, Any]) -> set[str]:
+    """Every id Secrets Manager resolves to this returned secret: its name, ARN and partial ARN."""
+    forms = {str(value["Name"])} if value.get("Name") else set()
+    arn = str(value.get("ARN") or "")
+    if arn:
+        forms.add(arn)
+        if _ARN_SUFFIX.search(arn):
+            forms.add(arn[:-7])
+    return forms
+
+
+def match_secret_values(
+    requested: list[str], returned: list[dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Pair each requested id with the one returned secret that id names, by exact forms only.
+
+    An id is matched only when exactly one returned secret answers to it (as a name, full ARN or
+    partial ARN), so a value is never served or cached under an id it was not proven to answer:
+    matching by prefix once served `rt/prod-db` for the partial ARN of `rt/prod`.
+    """
+    forms = [(raw, secret_id_forms(raw)) for raw in returned]
+    out: dict[str, dict[str, Any]] = {}
+    for secret_id in requested:
+        candidates = [raw for raw, names in forms if secret_id in names]
+        if len(candidates) == 1:
+            out[secret_id] = candidates[0]
+    return out
 
 
 class Reads:
@@ -223,31 +257,23 @@ class Reads:
             )
             for chunk, result in zip(chunks, results, strict=True):
                 errors.extend(result.get("Errors") or [])
-                for raw in result.get("SecretValues") or []:
+                returned = result.get("SecretValues") or []
+                matched = match_secret_values(chunk, returned)
+                claimed = {id(raw) for raw in matched.values()}
+                extra.extend(
+                    responses.secret_value(raw) for raw in returned if id(raw) not in claimed
+                )
+                for secret_id, raw in matched.items():
                     shaped = responses.secret_value(raw)
-                    matched = self._match_secret(chunk, raw)
-                    if matched is None:
-                        extra.append(shaped)
-                        continue
-                    found[matched] = shaped
+                    found[secret_id] = shaped
                     single = json.dumps({**shaped, "ResultMetadata": {}}, separators=(",", ":"))
                     self.cache.put(
-                        secret_key(matched, None, None),
+                        secret_key(secret_id, None, None),
                         single.encode(),
                         self.config.secrets_manager_ttl,
                     )
         values = [found[s] for s in wanted if s in found] + extra
         return responses.secret_values_body(values, errors)
-
-    @staticmethod
-    def _match_secret(requested: list[str], raw: dict[str, Any]) -> str | None:
-        name, arn = raw.get("Name"), str(raw.get("ARN") or "")
-        for secret_id in requested:
-            if secret_id in (name, arn) or (
-                secret_id.startswith("arn:") and arn.startswith(secret_id)
-            ):
-                return secret_id
-        return None
 
     async def read(self, key: CacheKey, load: Loader, ttl: float, refresh: bool) -> Lookup:
         """A fresh entry, or one upstream load shared by every waiter (after any prefetch)."""
