@@ -10,11 +10,12 @@ import asyncio
 import copy
 import random
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import NamedTuple
 
 from .errors import NotFound, SecretcacheError
+from .metrics import Metrics
 
 Loader = Callable[[], Awaitable[bytes]]
 #: Fixed per-entry overhead counted against the byte bound (key, entry object, dict slot).
@@ -70,50 +71,6 @@ class SandboxClock:
         return self._now
 
 
-class ServiceStats:
-    """Counters for one service; read by /metrics."""
-
-    __slots__ = (
-        "coalesced",
-        "hits",
-        "latencies",
-        "misses",
-        "refreshes",
-        "stale",
-        "upstream_calls",
-        "upstream_errors",
-    )
-
-    def __init__(self) -> None:
-        self.hits = 0
-        self.misses = 0
-        self.stale = 0
-        self.refreshes = 0
-        self.coalesced = 0
-        self.upstream_calls = 0
-        self.upstream_errors: dict[str, int] = {}
-        self.latencies: deque[float] = deque(maxlen=2048)
-
-    def as_dict(self) -> dict[str, object]:
-        ordered = sorted(self.latencies)
-
-        def pct(p: float) -> float | None:
-            if not ordered:
-                return None
-            return round(ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000, 3)
-
-        return {
-            "hits": self.hits,
-            "misses": self.misses,
-            "staleServed": self.stale,
-            "refreshes": self.refreshes,
-            "coalescedWaiters": self.coalesced,
-            "upstreamCalls": self.upstream_calls,
-            "upstreamErrors": dict(self.upstream_errors),
-            "upstreamLatencyMs": {"p50": pct(0.5), "p99": pct(0.99)},
-        }
-
-
 class _Entry:
     __slots__ = ("body", "error", "expires_at", "size", "stored_at", "ttl")
 
@@ -146,6 +103,7 @@ class TtlCache:
         jitter: float = 0.1,
         rand: Callable[[], float] = random.random,
         on_stale: Callable[[CacheKey, SecretcacheError, float], None] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
@@ -158,7 +116,8 @@ class TtlCache:
         self._inflight: dict[CacheKey, asyncio.Future[bytes]] = {}
         self._background: set[asyncio.Task[None]] = set()
         self.bytes = 0
-        self.stats: dict[str, ServiceStats] = {}
+        #: Where hits, misses, refreshes, stale answers and coalesced waiters are counted.
+        self.metrics = metrics if metrics is not None else Metrics()
 
     @property
     def enabled(self) -> bool:
@@ -166,12 +125,6 @@ class TtlCache:
 
     def __len__(self) -> int:
         return len(self._entries)
-
-    def service_stats(self, service: str) -> ServiceStats:
-        stats = self.stats.get(service)
-        if stats is None:
-            stats = self.stats[service] = ServiceStats()
-        return stats
 
     def entries_by_service(self) -> dict[str, tuple[int, int]]:
         """Entry count and bytes per service."""
@@ -194,7 +147,7 @@ class TtlCache:
         if now >= entry.expires_at:
             return None
         self._entries.move_to_end(key)
-        self.service_stats(key.service).hits += 1
+        self.metrics.service(key.service).hits += 1
         if (
             load is not None
             and entry.expires_at - now <= entry.ttl * REFRESH_AHEAD_FRACTION
@@ -213,7 +166,7 @@ class TtlCache:
         not_found_ttl: float = 0.0,
     ) -> Lookup:
         """Serve `key` from the cache or load it (once, however many callers wait)."""
-        stats = self.service_stats(key.service)
+        stats = self.metrics.service(key.service)
         if not self.enabled or ttl <= 0:
             stats.misses += 1
             return Lookup(await load(), "bypass")
@@ -231,7 +184,7 @@ class TtlCache:
         else:
             stats.misses += 1
         try:
-            body, coalesced = await self._single_flight(key, load, ttl, not_found_ttl)
+            body, coalesced = await self._single_flight(key, load, ttl, not_found_ttl, refresh)
         except SecretcacheError as exc:
             stale = self._stale_for(key, exc)
             if stale is None:
@@ -254,21 +207,17 @@ class TtlCache:
             return None
         return entry
 
-    def record_upstream(self, service: str, seconds: float, error_type: str | None) -> None:
-        """Count one AWS API call (the backends report each, pages and retries included)."""
-        stats = self.service_stats(service)
-        stats.upstream_calls += 1
-        if error_type is None:
-            stats.latencies.append(seconds)
-        else:
-            stats.upstream_errors[error_type] = stats.upstream_errors.get(error_type, 0) + 1
-
     async def _single_flight(
-        self, key: CacheKey, load: Loader, ttl: float, not_found_ttl: float
+        self, key: CacheKey, load: Loader, ttl: float, not_found_ttl: float, refresh: bool
     ) -> tuple[bytes, bool]:
+        """Join the load in flight for `key`, or start one.
+
+        A forced refresh never joins: the load in flight may have fetched before a rotation. It
+        starts its own, which later callers join and which alone may store its result.
+        """
         pending = self._inflight.get(key)
-        if pending is not None:
-            self.service_stats(key.service).coalesced += 1
+        if pending is not None and not refresh:
+            self.metrics.service(key.service).coalesced += 1
             return await asyncio.shield(pending), True
         future = self._start_load(key, load, ttl, not_found_ttl)
         return await asyncio.shield(future), False
@@ -297,7 +246,8 @@ class TtlCache:
         try:
             body = await load()
         except SecretcacheError as exc:
-            if isinstance(exc, NotFound) and not_found_ttl > 0:
+            latest = self._inflight.get(key) is future
+            if latest and isinstance(exc, NotFound) and not_found_ttl > 0:
                 self._store(key, b"", _copy_error(exc), not_found_ttl)
             if not future.done():
                 future.set_exception(exc)
@@ -309,7 +259,8 @@ class TtlCache:
             if not future.done():
                 future.set_exception(exc)
         else:
-            self._store(key, body, None, ttl)
+            if self._inflight.get(key) is future:  # a newer (forced) load supersedes this one
+                self._store(key, body, None, ttl)
             if not future.done():
                 future.set_result(body)
         finally:
@@ -322,7 +273,7 @@ class TtlCache:
             self._store(key, body, None, ttl)
 
     def _refresh_in_background(self, key: CacheKey, load: Loader, ttl: float) -> None:
-        self.service_stats(key.service).refreshes += 1
+        self.metrics.service(key.service).refreshes += 1
         self._start_load(key, load, ttl)
 
     def _store(

@@ -29,27 +29,18 @@ import weakref
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from .cache import Lookup
-from .errors import BadRequest, RequestTimeout, SecretcacheError, ServiceUnavailable
-from .log import log, where
-from .query import (
-    MAX_HEADER_BYTES,
-    MAX_HEADERS,
-    first,
-    flag,
-    parse_query_string,
-    required,
-    ssm_selector,
-    token_matches,
-)
-from .reads import Reads
+from .errors import BadRequest, RequestTimeout, ServiceUnavailable
+from .log import log
+from .query import MAX_HEADER_BYTES, MAX_HEADERS, Pairs, parse_query_string, token_matches
+from .read_requests import ParameterRead, SecretRead
+from .reads import Reads, Response
 from .status import Status
 
-_ROUTES = {
-    b"/secretsmanager/get": "secret",
-    b"/secretsmanager/get/": "secret",
-    b"/systemsmanager/parameters/get": "parameter",
-    b"/systemsmanager/parameters/get/": "parameter",
+_ROUTES: dict[bytes, Callable[[Pairs], SecretRead | ParameterRead]] = {
+    b"/secretsmanager/get": SecretRead.from_query,
+    b"/secretsmanager/get/": SecretRead.from_query,
+    b"/systemsmanager/parameters/get": ParameterRead.from_query,
+    b"/systemsmanager/parameters/get/": ParameterRead.from_query,
 }
 #: What the fast path takes (anything else goes to aiohttp's stricter parser): a target of
 #: printable ASCII without space or fragment, token-character header names, no control bytes.
@@ -100,7 +91,6 @@ class FastPath:
         request_timeout: float,
     ) -> None:
         self.reads = reads
-        self.cache = reads.cache
         self.token = token.encode("utf-8")
         self.allowed_hosts = frozenset(h.encode("latin-1") for h in allowed_hosts)
         self.max_connections = max_connections
@@ -163,12 +153,9 @@ class FastPath:
 
 
 class _Plan(NamedTuple):
-    """A fast-path request, parsed: the cache key, loader and TTL, and what to do around it."""
+    """A fast-path request, parsed: the typed read, and whether to close after answering."""
 
-    key: Any
-    load: Any
-    ttl: float
-    refresh: bool
+    read: SecretRead | ParameterRead
     close: bool
 
 
@@ -276,19 +263,15 @@ class FastPathProtocol(asyncio.Protocol):
                 self._hand_off()
                 return
             self.buffer = buffer[end + 4 :]
-            if not plan.refresh:
-                body = hub.cache.fresh(plan.key, plan.load)
-                if body is not None:
-                    self._write(200, body)
-                    if plan.close:
-                        self.transport.close()
-                        return
-                    continue
-            self.busy = True
-            self.task = asyncio.get_running_loop().create_task(
-                self._complete(hub.reads.read(plan.key, plan.load, plan.ttl, plan.refresh), plan)
-            )
-            return
+            body = hub.reads.cached(plan.read)
+            if body is None:
+                self.busy = True
+                self.task = asyncio.get_running_loop().create_task(self._complete(plan))
+                return
+            self._write(200, body)
+            if plan.close:
+                self.transport.close()
+                return
 
     def _plan(self, head: bytes) -> _Plan | None:
         """The read a request asks for, or None when aiohttp should answer it.
@@ -348,40 +331,15 @@ class FastPathProtocol(asyncio.Protocol):
         if token is None or not token_matches(token, hub.token):
             return None
         try:
-            pairs = parse_query_string(raw_query.decode("ascii"))
-            refresh = flag(pairs, "refreshNow")
-            if route == "secret":
-                key, load, ttl = hub.reads.secret_read(
-                    required(pairs, "secretId"),
-                    first(pairs, "versionId") or None,
-                    first(pairs, "versionStage") or None,
-                )
-            else:
-                key, load, ttl = hub.reads.parameter_read(
-                    required(pairs, "name"), ssm_selector(pairs), flag(pairs, "withDecryption")
-                )
+            read = route(parse_query_string(raw_query.decode("ascii")))
         except BadRequest:
             return None  # aiohttp renders the error, from the same rules
-        return _Plan(key, load, ttl, refresh, close)
+        return _Plan(read, close)
 
-    async def _complete(self, pending: Any, plan: _Plan) -> None:
-        try:
-            lookup: Lookup = await pending
-        except SecretcacheError as exc:
-            if exc.status >= 500:
-                log.warn("request.failed", status=exc.status, errorType=exc.error_type)
-            self._write(exc.status, exc.to_body())
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.error("request.internal_error", error=type(exc).__name__, where=where(exc))
-            self._write(500, SecretcacheError("internal error").to_body())
-        else:
-            if lookup.outcome == "stale":
-                extra = b"Age: %d\r\nX-Secretcache-Stale: true\r\n" % int(lookup.age)
-                self._write(200, lookup.body, extra)
-            else:
-                self._write(200, lookup.body)
+    async def _complete(self, plan: _Plan) -> None:
+        response: Response = await self.hub.reads.respond(plan.read)
+        extra = b"".join(b"%s: %s\r\n" % (k.encode(), v.encode()) for k, v in response.headers)
+        self._write(response.status, response.body, extra)
         self.task = None
         self.busy = False
         if plan.close and self.transport is not None:
@@ -488,6 +446,7 @@ class RefusedConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        assert self.transport is not None
         body = ServiceUnavailable(
             "too many concurrent connections", error_type="TooManyConnections"
         ).to_body()

@@ -6,9 +6,6 @@ Handlers only parse the request, call `Reads`, and write the stored bytes.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -16,7 +13,6 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from . import metrics as metrics_module
-from .cache import Lookup
 from .errors import (
     BadRequest,
     Forbidden,
@@ -30,25 +26,28 @@ from .errors import (
     ServiceUnavailable,
     Unauthorized,
 )
+from .json_body import json_body
 from .log import log, where
-from .prefetch import kms_digest
 from .query import (
     MAX_BODY_BYTES,
     MAX_HEADER_BYTES,
     MAX_HEADERS,
-    MAX_QUERY_VALUE,
     TOKEN_HEADERS,
     Pairs,
-    all_values,
     allowed_hosts,
-    first,
-    flag,
     parse_query_string,
-    required,
-    ssm_selector,
     token_matches,
 )
-from .reads import Reads
+from .read_requests import (
+    DecryptRead,
+    ParameterRead,
+    ParametersRead,
+    PathRead,
+    Read,
+    SecretRead,
+    SecretsRead,
+)
+from .reads import Reads, Response
 from .status import Status
 
 #: aiohttp's parser limits: a request line, and one header field. They differ so a parse error
@@ -83,6 +82,7 @@ def json_response(
 
 
 def error_response(error: SecretcacheError) -> web.Response:
+    """Errors raised before the core answers (parsing, access checks, aiohttp's own)."""
     return json_response(error.to_body(), error.status)
 
 
@@ -185,7 +185,7 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
     return await handler(request)
 
 
-# Query parsing ----------------------------------------------------------------------------
+# Handlers: parse the request into a typed read, let the core answer, move the bytes ----------
 
 
 def parse_query(request: web.Request) -> Pairs:
@@ -193,119 +193,40 @@ def parse_query(request: web.Request) -> Pairs:
     return parse_query_string(request.rel_url.raw_query_string)
 
 
-# Handlers ---------------------------------------------------------------------------------
+def send(response: Response) -> web.Response:
+    """The core's (status, headers, body) as an aiohttp response."""
+    headers = JSON_HEADERS if not response.headers else {**JSON_HEADERS, **dict(response.headers)}
+    return web.Response(body=response.body, status=response.status, headers=headers)
 
 
-def render(lookup: Lookup) -> web.Response:
-    if lookup.outcome == "stale":
-        extra = {"Age": str(int(lookup.age)), "X-Secretcache-Stale": "true"}
-        return json_response(lookup.body, extra=extra)
-    return web.Response(body=lookup.body, headers=JSON_HEADERS)
+async def answer(request: web.Request, read: Read) -> web.Response:
+    return send(await request.app[STATE].reads.respond(read))
 
 
 async def get_secret_value(request: web.Request) -> web.Response:
-    pairs = parse_query(request)
-    secret_id = required(pairs, "secretId")
-    return await _secret(request, pairs, secret_id)
+    return await answer(request, SecretRead.from_query(parse_query(request)))
 
 
 async def agent_secret(request: web.Request) -> web.Response:
     """Secrets Manager Agent form: GET /v1/<secret id>."""
     secret_id = request.match_info["secret_id"]
-    if len(secret_id) > MAX_QUERY_VALUE:
-        raise BadRequest(f"the secret id is over {MAX_QUERY_VALUE} characters")
-    return await _secret(request, parse_query(request), secret_id)
-
-
-async def _secret(
-    request: web.Request, pairs: list[tuple[str, str]], secret_id: str
-) -> web.Response:
-    reads = request.app[STATE].reads
-    lookup = await reads.secret(
-        secret_id,
-        first(pairs, "versionId") or None,
-        first(pairs, "versionStage") or None,
-        refresh=flag(pairs, "refreshNow"),
-    )
-    return render(lookup)
+    return await answer(request, SecretRead.from_agent_path(secret_id, parse_query(request)))
 
 
 async def get_parameter(request: web.Request) -> web.Response:
-    pairs = parse_query(request)
-    name = required(pairs, "name")
-    lookup = await request.app[STATE].reads.parameter(
-        name, ssm_selector(pairs), flag(pairs, "withDecryption"), refresh=flag(pairs, "refreshNow")
-    )
-    return render(lookup)
+    return await answer(request, ParameterRead.from_query(parse_query(request)))
 
 
 async def get_parameters(request: web.Request) -> web.Response:
-    pairs = parse_query(request)
-    body = await request.app[STATE].reads.parameters(
-        all_values(pairs, "name"), flag(pairs, "withDecryption"), refresh=flag(pairs, "refreshNow")
-    )
-    return json_response(body)
+    return await answer(request, ParametersRead.from_query(parse_query(request)))
 
 
 async def get_parameters_by_path(request: web.Request) -> web.Response:
-    pairs = parse_query(request)
-    path = required(pairs, "path")
-    if not path.startswith("/"):
-        raise BadRequest("query parameter 'path' must start with '/'")
-    lookup = await request.app[STATE].reads.parameters_by_path(
-        path,
-        flag(pairs, "recursive"),
-        flag(pairs, "withDecryption"),
-        refresh=flag(pairs, "refreshNow"),
-    )
-    return render(lookup)
+    return await answer(request, PathRead.from_query(parse_query(request)))
 
 
 async def batch_get_secrets(request: web.Request) -> web.Response:
-    pairs = parse_query(request)
-    body = await request.app[STATE].reads.secrets(
-        all_values(pairs, "secretId"), refresh=flag(pairs, "refreshNow")
-    )
-    return json_response(body)
-
-
-def decrypt_request(raw: bytes) -> tuple[bytes, dict[str, str] | None, str | None, str | None]:
-    """Validate a Decrypt request body: blob, encryption context, key id, algorithm."""
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest("the body must be a JSON object") from None
-    except RecursionError:
-        raise BadRequest("the body is nested too deeply") from None
-    if not isinstance(body, dict):
-        raise BadRequest("the body must be a JSON object")
-    unknown = set(body) - {"CiphertextBlob", "EncryptionContext", "KeyId", "EncryptionAlgorithm"}
-    if unknown:
-        raise BadRequest(f"unknown field(s): {', '.join(sorted(n[:64] for n in unknown))}")
-    blob_b64 = body.get("CiphertextBlob")
-    if not isinstance(blob_b64, str) or not blob_b64:
-        raise BadRequest(
-            "CiphertextBlob must be a non-empty base64 string", error_type="MissingParameter"
-        )
-    try:
-        blob = base64.b64decode(blob_b64, validate=True)
-    except (binascii.Error, ValueError):
-        raise BadRequest("CiphertextBlob is not valid base64") from None
-    if not blob:
-        raise BadRequest("CiphertextBlob is empty")
-    context = body.get("EncryptionContext")
-    if context is not None and (
-        not isinstance(context, dict)
-        or not all(isinstance(k, str) and isinstance(v, str) for k, v in context.items())
-    ):
-        raise BadRequest("EncryptionContext must be an object of strings")
-    key_id = body.get("KeyId")
-    if key_id is not None and (not isinstance(key_id, str) or not key_id):
-        raise BadRequest("KeyId must be a non-empty string")
-    algorithm = body.get("EncryptionAlgorithm")
-    if algorithm is not None and (not isinstance(algorithm, str) or not algorithm):
-        raise BadRequest("EncryptionAlgorithm must be a non-empty string")
-    return blob, context, key_id, algorithm
+    return await answer(request, SecretsRead.from_query(parse_query(request)))
 
 
 async def kms_decrypt(request: web.Request) -> web.Response:
@@ -315,19 +236,14 @@ async def kms_decrypt(request: web.Request) -> web.Response:
         raw = await asyncio.wait_for(request.read(), timeout)
     except asyncio.TimeoutError:
         raise RequestTimeout(f"the request body did not arrive within {timeout:g} s") from None
-    blob, context, key_id, algorithm = decrypt_request(raw)
-    digest = kms_digest(blob, context, key_id, algorithm)
-    lookup = await request.app[STATE].reads.decrypt(
-        blob, context, key_id, algorithm, digest, refresh=flag(pairs, "refreshNow")
-    )
-    return render(lookup)
+    return await answer(request, DecryptRead.from_body(raw, pairs))
 
 
 async def health(request: web.Request) -> web.Response:
     """No token, no names, no configuration: just whether the extension is ready."""
     state = request.app[STATE]
     status = "ok" if state.status.ready and state.reads.backends.loaded else "starting"
-    return json_response(json.dumps({"status": status}).encode())
+    return json_response(json_body({"status": status}))
 
 
 async def ping(request: web.Request) -> web.Response:
@@ -337,7 +253,7 @@ async def ping(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     snapshot = metrics_module.snapshot(request.app[STATE].reads.cache)
-    return json_response(json.dumps(snapshot).encode())
+    return json_response(json_body(snapshot))
 
 
 def make_app(reads: Reads, status: Status) -> web.Application:
@@ -394,7 +310,8 @@ class JsonRequestHandler(RequestHandler):
         if self.on_lost is not None:
             self.on_lost(self)
 
-    def eof_received(self) -> bool:
+    # aiohttp declares None (close at once); True keeps the write side open for owed answers.
+    def eof_received(self) -> bool:  # type: ignore[override]
         self.peer_eof = True
         if self.idle_since() is not None:
             self.force_close()

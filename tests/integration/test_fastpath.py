@@ -375,7 +375,11 @@ def test_connection_keep_alive_stays_on_the_fast_path(
 ) -> None:
     for _ in range(2):
         conn.send(
-            get(f"/secretsmanager/get?secretId={seeded['a']}", extension.token, f"Connection: {value}")
+            get(
+                f"/secretsmanager/get?secretId={seeded['a']}",
+                extension.token,
+                f"Connection: {value}",
+            )
         )
         status, headers, _ = conn.response()
         assert status == 200 and "server" not in headers
@@ -394,3 +398,23 @@ def test_connection_close_is_served_on_the_fast_path_and_closed(
         sock.close()
     assert answer.startswith(b"HTTP/1.1 200 ") and b"\r\nServer:" not in answer
     assert b"value-a" in answer
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["/secretsmanager/get?secretId=caf\u00e9", "/v1/caf\u00e9"],
+    ids=["query", "agent-path"],
+)
+def test_raw_utf8_in_the_request_line_is_refused_400_as_the_readme_says(
+    extension: ExtensionProcess, target: str
+) -> None:
+    sock = socket.create_connection(("127.0.0.1", extension.port))
+    try:
+        sock.sendall(
+            f"GET {target} HTTP/1.1\r\nHost: localhost\r\n"
+            f"X-Aws-Parameters-Secrets-Token: {extension.token}\r\n\r\n".encode()
+        )
+        answer = read_until_closed(sock)
+    finally:
+        sock.close()
+    assert answer.split(b" ", 2)[1] == b"400", answer[:80]

@@ -141,7 +141,7 @@ def partial_decrypt(ext) -> socket.socket:
         b"POST /kms/decrypt HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
         b"Content-Length: 100\r\nX-Aws-Parameters-Secrets-Token: "
         + ext.token.encode()
-        + b"\r\n\r\n{\"Ciphe"
+        + b'\r\n\r\n{"Ciphe'
     )
     return sock
 

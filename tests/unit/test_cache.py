@@ -239,7 +239,7 @@ async def test_concurrent_misses_make_one_upstream_call() -> None:
     outcomes = sorted(r.outcome for r in results)
     assert outcomes.count("miss") == 1
     assert outcomes.count("coalesced") == 49
-    stats = cache.service_stats("secretsmanager")
+    stats = cache.metrics.service("secretsmanager")
     assert stats.coalesced == 49
     assert stats.misses == 50
 
@@ -320,7 +320,7 @@ async def test_refresh_skips_the_cache_and_stores_the_new_value() -> None:
     assert (await cache.get(KEY, load, 60)).body == b"v2"
     assert cache.fresh(KEY) == b"v2"
     assert load.calls == 2
-    assert cache.service_stats("secretsmanager").refreshes == 1
+    assert cache.metrics.service("secretsmanager").refreshes == 1
 
 
 async def test_refresh_restarts_the_ttl() -> None:
@@ -453,7 +453,7 @@ async def test_transient_error_serves_stale_within_max_stale(error: SecretcacheE
     assert lookup.age == pytest.approx(25)
     assert load.calls == 2
     assert seen == [(KEY, error, pytest.approx(25))]
-    assert cache.service_stats("secretsmanager").stale == 1
+    assert cache.metrics.service("secretsmanager").stale == 1
 
 
 async def test_stale_is_not_served_past_max_stale() -> None:
@@ -519,7 +519,7 @@ async def test_hit_in_last_tenth_of_ttl_starts_exactly_one_background_load() -> 
         assert cache.fresh(KEY, refresh) == b"v1"  # served at once, not waiting on AWS
     await settle()
     assert refresh.calls == 1
-    assert cache.service_stats("secretsmanager").refreshes == 1
+    assert cache.metrics.service("secretsmanager").refreshes == 1
     refresh.release.set()
     await settle()
     assert cache.fresh(KEY) == b"v2"
@@ -585,9 +585,9 @@ async def test_stats_count_per_service() -> None:
     cache.fresh(KEY)
     await cache.get(ssm, Loader(b"p"), 60)
     await cache.get(ssm, Loader(b"p2"), 60, refresh=True)
-    sm = cache.service_stats("secretsmanager").as_dict()
+    sm = cache.metrics.service("secretsmanager").as_dict()
     assert (sm["hits"], sm["misses"], sm["refreshes"]) == (2, 1, 0)
-    p = cache.service_stats("ssm").as_dict()
+    p = cache.metrics.service("ssm").as_dict()
     assert (p["hits"], p["misses"], p["refreshes"]) == (0, 1, 1)
     assert cache.entries_by_service() == {
         "secretsmanager": (1, 1 + ENTRY_OVERHEAD_BYTES),
@@ -625,12 +625,13 @@ def test_sandbox_clock_follows_wall_clock_jumps(monkeypatch: pytest.MonkeyPatch)
     assert clock() == pytest.approx(start + 602)
 
 
-def test_record_upstream_counts_calls_errors_and_latencies() -> None:
-    cache = make_cache(FakeClock())
-    cache.record_upstream("ssm", 0.010, None)
-    cache.record_upstream("ssm", 0.030, None)
-    cache.record_upstream("ssm", 0.500, "ThrottlingException")
-    stats = cache.service_stats("ssm").as_dict()
-    assert stats["upstreamCalls"] == 3
-    assert stats["upstreamErrors"] == {"ThrottlingException": 1}
-    assert stats["upstreamLatencyMs"] == {"p50": 30.0, "p99": 30.0}
+async def test_refresh_now_fetches_after_it_arrived_instead_of_joining_a_load_in_flight() -> None:
+    cache = TtlCache(max_entries=10, max_bytes=1 << 20, clock=FakeClock(), jitter=0.0)
+    before_rotation = GatedLoader(b"old")
+    first = asyncio.create_task(cache.get(KEY, before_rotation, 60))
+    await before_rotation.started.wait()
+    refreshed = await cache.get(KEY, Loader(b"new"), 60, refresh=True)
+    assert refreshed.body == b"new"
+    before_rotation.release.set()
+    assert (await first).body == b"old"  # its own callers get what they asked for
+    assert cache.fresh(KEY) == b"new"  # but the older load does not overwrite the newer value
