@@ -14,10 +14,9 @@ import contextlib
 import contextvars
 import json
 import re
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from . import responses
-from .backends import AwsBackends
 from .cache import CacheKey, Loader, Lookup, TtlCache
 from .config import Config
 from .errors import PathTooLarge, SecretcacheError
@@ -45,6 +44,40 @@ PATH_SELECTOR = "bypath"
 #: A path read warms single-parameter entries only while they fit in this share of the cache,
 #: so one path cannot push everything else out.
 PATH_SHARE_OF_CACHE = 0.25
+
+
+class Upstream(Protocol):
+    """What the read core needs from AWS: one coroutine per operation, results as the SDK's dicts.
+
+    `backends.AwsBackends` (aiobotocore) implements it; any object with these members can be
+    passed to `Reads` instead. Errors are raised as `SecretcacheError` subclasses.
+    """
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the SDK has loaded (/health reports "starting" until then)."""
+
+    async def get_secret_value(
+        self, secret_id: str, version_id: str | None, version_stage: str | None
+    ) -> dict[str, Any]: ...
+
+    async def get_parameter(self, name: str, with_decryption: bool) -> dict[str, Any]: ...
+
+    async def get_parameters(self, names: list[str], with_decryption: bool) -> dict[str, Any]: ...
+
+    async def get_parameters_by_path(
+        self, path: str, recursive: bool, with_decryption: bool, *, limit: int | None = None
+    ) -> list[dict[str, Any]]: ...
+
+    async def batch_get_secret_value(self, secret_ids: list[str]) -> dict[str, Any]: ...
+
+    async def decrypt(
+        self,
+        ciphertext: bytes,
+        encryption_context: dict[str, str] | None,
+        key_id: str | None,
+        algorithm: str | None = None,
+    ) -> dict[str, Any]: ...
 
 
 class Policy(NamedTuple):
@@ -125,7 +158,7 @@ def match_secret_values(
 class Reads:
     """What the extension can read, with each service's cache policy applied."""
 
-    def __init__(self, config: Config, cache: TtlCache, backends: AwsBackends) -> None:
+    def __init__(self, config: Config, cache: TtlCache, backends: Upstream) -> None:
         self.config = config
         self.cache = cache
         self.backends = backends
