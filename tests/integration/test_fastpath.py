@@ -15,6 +15,7 @@ import pytest
 
 from tests.support.extension_process import ExtensionProcess
 from tests.support.moto_server import MotoServer
+from tests.support.net import read_until_closed, rss_kib
 
 
 @pytest.fixture
@@ -244,25 +245,6 @@ def test_absolute_form_targets_are_refused_even_with_a_local_host_header(
 
 
 # Hostile and unusual clients (issue 12) -------------------------------------------------------
-
-
-def read_until_closed(sock: socket.socket, timeout: float = 10.0) -> bytes:
-    """Everything the extension sends until it closes the connection (fails on a hang)."""
-    sock.settimeout(timeout)
-    data = b""
-    while True:
-        chunk = sock.recv(65536)
-        if not chunk:
-            return data
-        data += chunk
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def test_a_client_that_does_not_read_cannot_grow_memory_without_bound(

@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from tests.support.net import read_until_closed
+
 from .conftest import MARGIN, assert_json_error, secret_path, value_of
 
 CONNECTION_CAP = 256
@@ -22,12 +24,7 @@ def ext(start):
 def raw_exchange(port: int, data: bytes, timeout: float = 10.0) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.sendall(data)
-        out = b""
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                return out
-            out += chunk
+        return read_until_closed(sock, timeout)
 
 
 def test_headers_over_8_kib_are_431(ext):
@@ -122,16 +119,6 @@ def test_no_cors_headers_and_no_store_anywhere(ext, seed):
     for result in results:
         assert not [h for h in result.headers if h.startswith("access-control-")], result.headers
         assert result.headers.get("cache-control") == "no-store", result.headers
-
-
-def read_until_closed(sock: socket.socket, timeout: float = 10.0) -> bytes:
-    sock.settimeout(timeout)
-    out = b""
-    while True:
-        chunk = sock.recv(65536)
-        if not chunk:
-            return out
-        out += chunk
 
 
 def partial_decrypt(ext) -> socket.socket:
