@@ -187,7 +187,7 @@ class Extension:
         from .cache import TtlCache
         from .fastpath import FastPath
         from .query import allowed_hosts
-        from .reads import Reads
+        from .reads import Reads, cache_policies
         from .status import Status
 
         config = self.config
@@ -196,7 +196,7 @@ class Extension:
         self.cache = TtlCache(
             max_entries=config.cache_size if config.cache_enabled else 0,
             max_bytes=config.cache_max_bytes,
-            max_stale=config.max_stale_seconds,
+            policies=cache_policies(config),
             on_stale=_log_stale,
         )
         self.backends = AwsBackends(

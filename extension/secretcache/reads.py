@@ -2,9 +2,10 @@
 
 Every front door (the fast path, the aiohttp app, prefetch) hands a value from `read_requests`
 to `Reads`, and `Reads.respond` is the one function from a request to (status, headers, body).
-The fast path asks `Reads.cached` first, so a hit is one dict lookup. Each single read is cached
-under the key a lone request would use, so a batch or path read warms the entries that later
-single reads hit, with the same bytes (`responses` serialises every body).
+The fast path asks `Reads.cached` first, so a hit is one dict lookup. Each service's cache
+policy (`cache_policies`) is fixed at start and held by the cache; nothing passes a TTL around.
+Each single read is cached under the key a lone request would use, so a batch or path read warms
+the entries that later single reads hit, with the same bytes (`responses` serialises every body).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import re
 from typing import Any, NamedTuple, Protocol
 
 from . import responses
-from .cache import CacheKey, Loader, Lookup, TtlCache
+from .cache import CacheKey, Loader, Lookup, Policy, TtlCache
 from .config import Config
 from .errors import PathTooLarge, SecretcacheError
 from .log import log, where
@@ -80,13 +81,6 @@ class Upstream(Protocol):
     ) -> dict[str, Any]: ...
 
 
-class Policy(NamedTuple):
-    """How long one service's answers are kept: fixed at start from the configuration."""
-
-    ttl: float
-    not_found_ttl: float
-
-
 class Response(NamedTuple):
     """What both HTTP stacks send: a status, headers beyond the JSON ones, and the body."""
 
@@ -107,6 +101,17 @@ def cache_key(read: SingleRead) -> CacheKey:
         return CacheKey(Service.SSM, read.path, selector, read.decrypt)
     assert type(read) is DecryptRead
     return CacheKey(Service.KMS, read.digest())
+
+
+def cache_policies(config: Config) -> dict[Service, Policy]:
+    """Each service's cache policy, fixed at start from the configuration."""
+    stale = config.max_stale_seconds
+    not_found = config.not_found_ttl
+    return {
+        Service.SECRETS_MANAGER: Policy(config.secrets_manager_ttl, not_found, stale),
+        Service.SSM: Policy(config.ssm_ttl, not_found, stale),
+        Service.KMS: Policy(config.kms_ttl, not_found, stale),
+    }
 
 
 def error_response(error: SecretcacheError) -> Response:
@@ -162,11 +167,6 @@ class Reads:
         self.config = config
         self.cache = cache
         self.backends = backends
-        self.policies = {
-            Service.SECRETS_MANAGER: Policy(config.secrets_manager_ttl, config.not_found_ttl),
-            Service.SSM: Policy(config.ssm_ttl, config.not_found_ttl),
-            Service.KMS: Policy(config.kms_ttl, config.not_found_ttl),
-        }
         self._prefetching: asyncio.Event | None = None
         self._batches: dict[Read, asyncio.Task[bytes]] = {}
 
@@ -240,10 +240,7 @@ class Reads:
                 body = self.cache.fresh(key, load)
                 if body is not None:
                     return Lookup(body, "hit")
-        policy = self.policies[read.service]
-        return await self.cache.get(
-            key, load, policy.ttl, refresh=refresh, not_found_ttl=policy.not_found_ttl
-        )
+        return await self.cache.get(key, load, refresh=refresh)
 
     # Single reads -----------------------------------------------------------------------------
 
@@ -301,10 +298,9 @@ class Reads:
             )
         shaped = [responses.parameter(p) for p in found]
         if len(shaped) <= self.cache.max_entries * PATH_SHARE_OF_CACHE:
-            ttl = self.policies[Service.SSM].ttl
             for p in shaped:
                 key = CacheKey(Service.SSM, p["Name"], "", read.decrypt)
-                self.cache.put(key, responses.shaped_parameter_body(p), ttl)
+                self.cache.put(key, responses.shaped_parameter_body(p))
         return responses.parameters_body(shaped, None)
 
     # Batch reads ------------------------------------------------------------------------------
@@ -351,7 +347,6 @@ class Reads:
             results = await asyncio.gather(
                 *(self.backends.get_parameters(c, decrypt) for c in chunks)
             )
-            ttl = self.policies[Service.SSM].ttl
             for chunk, result in zip(chunks, results, strict=True):
                 invalid.update(result.get("InvalidParameters") or [])
                 by_name = self._match_parameters(chunk, result.get("Parameters") or [])
@@ -359,7 +354,7 @@ class Reads:
                     shaped = responses.parameter(raw)
                     found[name] = shaped
                     key = CacheKey(Service.SSM, name, "", decrypt)
-                    self.cache.put(key, responses.shaped_parameter_body(shaped), ttl)
+                    self.cache.put(key, responses.shaped_parameter_body(shaped))
         ordered = [found[n] for n in wanted if n in found]
         return responses.parameters_body(
             ordered, [n for n in wanted if n in invalid and n not in found]
@@ -400,7 +395,6 @@ class Reads:
             results = await asyncio.gather(
                 *(self.backends.batch_get_secret_value(c) for c in chunks)
             )
-            ttl = self.policies[Service.SECRETS_MANAGER].ttl
             for chunk, result in zip(chunks, results, strict=True):
                 errors.extend(result.get("Errors") or [])
                 returned = result.get("SecretValues") or []
@@ -413,6 +407,6 @@ class Reads:
                     shaped = responses.secret_value(raw)
                     found[secret_id] = shaped
                     key = cache_key(SecretRead(secret_id))
-                    self.cache.put(key, responses.shaped_secret_value_body(shaped), ttl)
+                    self.cache.put(key, responses.shaped_secret_value_body(shaped))
         values = [found[s] for s in wanted if s in found] + extra
         return responses.secret_values_body(values, errors)

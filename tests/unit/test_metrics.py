@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from secretcache.cache import CacheKey, TtlCache
+from secretcache.cache import CacheKey, Policy, TtlCache
 from secretcache.metrics import Metrics, emf_line, snapshot
 from secretcache.service import Service
 
@@ -22,8 +22,10 @@ def test_record_upstream_counts_calls_errors_and_latencies() -> None:
 
 def test_snapshot_and_emf_name_services_never_keys() -> None:
     metrics = Metrics()
-    cache = TtlCache(max_entries=10, max_bytes=1 << 20, metrics=metrics)
-    cache.put(CacheKey(Service.SSM, "/very/private/name"), b"body", 60)
+    cache = TtlCache(
+        max_entries=10, max_bytes=1 << 20, policies={Service.SSM: Policy(60)}, metrics=metrics
+    )
+    cache.put(CacheKey(Service.SSM, "/very/private/name"), b"body")
     metrics.service(Service.SSM).hits += 2
     data = snapshot(cache)
     assert set(data["services"]) == {"secretsmanager", "ssm", "kms"}

@@ -12,7 +12,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from secretcache.cache import CacheKey, TtlCache
 from secretcache.config import load_config
-from secretcache.reads import Reads
+from secretcache.reads import Reads, cache_policies
 from secretcache.server import make_app
 from secretcache.status import Status
 
@@ -73,7 +73,9 @@ async def harness(backends: SlowBackends, **env: str) -> tuple[Harness, TestClie
     config = load_config(
         {"AWS_SESSION_TOKEN": TOKEN, "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT": str(port), **env}
     )
-    cache = TtlCache(max_entries=config.cache_size, max_bytes=1 << 24)
+    cache = TtlCache(
+        max_entries=config.cache_size, max_bytes=1 << 24, policies=cache_policies(config)
+    )
     status = Status()
     status.ready = True
     app = make_app(Reads(config, cache, backends), status)  # type: ignore[arg-type]

@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from secretcache.cache import TtlCache
 from secretcache.config import load_config
 from secretcache.errors import NotFound, UpstreamError
+from secretcache.reads import cache_policies
 from secretcache.server import STATE, make_app
 
 from tests.support.net import free_port
@@ -107,7 +108,7 @@ async def app() -> AsyncIterator[App]:
         {"AWS_SESSION_TOKEN": TOKEN, "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT": str(port)}
     )
     backends = FakeBackends()
-    cache = TtlCache(max_entries=100, max_bytes=1 << 20)
+    cache = TtlCache(max_entries=100, max_bytes=1 << 20, policies=cache_policies(config))
     web_app = build_app(config, cache, backends)
     state = web_app[STATE]
     state.status.ready = True  # what lifecycle sets once start-up work is done
