@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.moto_server import MotoServer
+from tools.moto_server import MotoServer
 
 REPO = Path(__file__).resolve().parents[2]
 DIST = REPO / "dist"

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.emulator import LambdaEmulator
 from tests.support.bare_root import (
     HOST_MACHINE,
     BareRoot,
@@ -28,8 +27,9 @@ from tests.support.bare_root import (
     fetch_test_tools,
     make_root,
 )
-from tests.support.moto_server import MotoServer
-from tests.support.net import free_port
+from tools.emulator import LambdaEmulator
+from tools.moto_server import MotoServer
+from tools.net import free_port
 
 from .conftest import HANDLERS, REPO, SeededAws
 

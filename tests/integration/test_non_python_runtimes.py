@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from tests.emulator import LambdaEmulator
-from tests.emulator.emulator import RUNTIME
-from tests.support.moto_server import MotoServer
-from tests.support.net import free_port
+from tools.emulator import LambdaEmulator
+from tools.emulator.emulator import RUNTIME
+from tools.moto_server import MotoServer
+from tools.net import free_port
 
 from .conftest import SeededAws
 
