@@ -4,6 +4,8 @@
 #   ./build.sh test [args]    set up .venv, build the layer, run the test suite (pytest args pass through)
 #   ./build.sh demo [args]    build the layer and run the example function on the local Lambda emulator
 #   ./build.sh bench [args]   build the layer and run the benchmarks (--quick: fewer samples); see bench/README.md
+#   ./build.sh fleet [args]   fleet simulator: policies side by side, plot in dist/fleet.png
+#                             (--help for options; --validate: against real extension processes)
 #   ./build.sh sam-validate   sam validate --lint template.yaml (aws-sam-cli in its own venv .venv-sam)
 #   ./build.sh setup          set up .venv only
 #   ./build.sh sam-setup      set up .venv-sam only
@@ -77,5 +79,9 @@ case "$cmd" in
     build_layer >&2
     exec "$VENV/bin/python" -m bench "$@"
     ;;
-  *) echo "usage: ./build.sh [layer|test|demo|bench|sam-validate|setup|sam-setup]" >&2; exit 2 ;;
+  fleet)
+    ensure_venv
+    PYTHONPATH="$ROOT/extension:$ROOT" exec "$VENV/bin/python" -m fleet "$@"
+    ;;
+  *) echo "usage: ./build.sh [layer|test|demo|bench|fleet|sam-validate|setup|sam-setup]" >&2; exit 2 ;;
 esac

@@ -21,6 +21,9 @@ Loader = Callable[[], Awaitable[bytes]]
 ENTRY_OVERHEAD_BYTES = 256
 #: Share of the TTL at the end of an entry's life in which a hit starts a background refresh.
 REFRESH_AHEAD_FRACTION = 0.1
+#: Largest share by which a stored entry's lifetime is shortened at random, so sandboxes started
+#: together do not all go back to AWS in the same second.
+TTL_JITTER_FRACTION = 0.1
 
 
 def _copy_error(error: SecretcacheError) -> SecretcacheError:
@@ -143,7 +146,7 @@ class TtlCache:
         max_bytes: int,
         max_stale: float = 0.0,
         clock: Callable[[], float] | None = None,
-        jitter: float = 0.1,
+        jitter: float = TTL_JITTER_FRACTION,
         rand: Callable[[], float] = random.random,
         on_stale: Callable[[CacheKey, SecretcacheError, float], None] | None = None,
     ) -> None:
