@@ -73,6 +73,7 @@ TOLERANCES = (
     ("ssm peak/s", 0.50, 5.0),
     ("sm attempts", 0.15, 10.0),
     ("reads failed", 0.60, 10.0),
+    ("failed+stale", 0.30, 10.0),
 )
 
 
@@ -134,8 +135,9 @@ def _seed_aws(moto: MotoServer, s: Scenario) -> tuple[list[str], list[str]]:
     secrets_ = [f"{tag}-s{i}" for i in range(s.sm_items)]
     for name in params:
         ssm.put_parameter(Name=name, Value="v", Type="String")
-    for name in secrets_:
+    for name in [*secrets_, f"{tag}-probe"]:
         sm.create_secret(Name=name, SecretString="v")
+    ssm.put_parameter(Name=f"/{tag}/probe", Value="v", Type="String")
     return params, secrets_
 
 
@@ -191,11 +193,15 @@ def measure(s: Scenario, seed: int = 1) -> tuple[Figures, float]:
             extensions.append(ext.start(wait=False))
         for ext in extensions:
             ext.wait_ready(timeout=120.0)
-        # Median latency of one upstream call through the proxy, before the limit applies.
+        # Every process makes its first call of each service on an item nobody reads later
+        # (a fresh process's first call is slow; a Lambda sandbox's INIT would absorb it), and
+        # the median time of one upstream read through the proxy is the simulator's latency.
+        tag = params[0].split("/")[1]
         probe = []
-        for i in range(10):
+        for ext in extensions:
+            ext.get(f"/secretsmanager/get?secretId={tag}-probe")
             t = time.monotonic()
-            extensions[i % len(extensions)].get(paths[0] + "&refreshNow=true")
+            ext.get(f"/systemsmanager/parameters/get?name=/{tag}/probe")
             probe.append(time.monotonic() - t)
         proxy.set_rate_limit(s.ssm_tps, target_prefix=SSM_PREFIX)
         proxy.reset_counts()
@@ -234,6 +240,7 @@ def measure(s: Scenario, seed: int = 1) -> tuple[Figures, float]:
             "reads": float(len(answered_reads)),
             "reads failed": float(sum(r[1] == 429 for r in answered_reads)),
             "reads stale": float(sum(r[2] for r in answered_reads)),
+            "failed+stale": float(sum(r[1] == 429 or r[2] for r in answered_reads)),
             "reads other errors": float(sum(r[1] not in (200, 429) for r in answered_reads)),
         },
         ssm_per_second=[float(x) for x in per_s],
@@ -260,6 +267,7 @@ def predict(
                 "reads": r.reads,
                 "reads failed": r.failed,
                 "reads stale": r.stale,
+                "failed+stale": r.failed + r.stale,
                 "_series": per_s,
             }
         )
