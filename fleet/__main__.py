@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     title = (
         f"{fleet.sandboxes:,} sandboxes ({fleet.shape}{deploy}), "
         f"{fleet.invocations_per_second:,.0f} invocations/s at peak, "
-        f"{fleet.ssm_items} parameters + {fleet.sm_items} secrets"
+        f"{fleet.ssm_items} parameter(s) + {fleet.sm_items} secret(s)"
         + (f" + {fleet.missing_items} not-found" if fleet.missing_items else "")
         + f" per invocation; Parameter Store limit {limits.ssm_tps:g}/s"
     )
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         "\nstale: an expired value after every retry failed; $/month: answered calls, 730 h,"
         "\n$0.05 per 10,000 (Secrets Manager; Parameter Store only with --higher-throughput)."
     )
-    print("\n" + recommend(summaries, limits.ssm_tps))
+    print("\n" + recommend(summaries, fleet, limits))
     path = write_plot(results, args.plot, title)
     print(f"\nplot: {path}")
     return 0

@@ -29,7 +29,7 @@ def write_plot(results: list[Result], path: Path, title: str) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 1, figsize=(11, 7.5), sharex=True)
+    fig, axes = plt.subplots(2, 1, figsize=(12.5, 7.5), sharex=True)
     panels = (
         (axes[0], (API_SSM,), "Parameter Store calls/s", results[0].limits.ssm_tps),
         (axes[1], (API_SM_GET, API_SM_BATCH), "Secrets Manager calls/s", None),
@@ -44,9 +44,10 @@ def write_plot(results: list[Result], path: Path, title: str) -> Path:
                 limit, color="black", linestyle="--", linewidth=1.2, label=f"limit {limit:g}/s"
             )
         ax.set_ylabel(label)
-        ax.set_yscale("symlog", linthresh=10)
+        ax.set_yscale("symlog", linthresh=1)
+        ax.set_ylim(bottom=0)
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend(loc="upper left", fontsize=8, ncol=3)
+    axes[0].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     bucket_note = "highest 1-s rate per minute" if unit == "hours" else "1-s rate"
     axes[1].set_xlabel(f"time ({unit}); {bucket_note}; attempts including throttled ones")
     fig.suptitle(title, fontsize=11)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
+from secretcache.cache import REFRESH_AHEAD_FRACTION, TTL_JITTER_FRACTION
+from secretcache.reads import SSM_BATCH_LIMIT
 
 from .model import (
     API_SM_BATCH,
@@ -12,6 +15,8 @@ from .model import (
     API_SSM,
     MONTH_SECONDS,
     PRICE_PER_10K_CALLS,
+    Fleet,
+    Limits,
 )
 from .simulator import Result
 
@@ -129,22 +134,45 @@ def legend(summaries: list[Summary]) -> str:
     return "\n".join(f"  {s.name}: {s.settings}" for s in summaries)
 
 
-def recommend(summaries: list[Summary], ssm_limit: float) -> str:
-    """The cheapest policy that kept every read answered and stayed under the SSM limit."""
+def recommend(summaries: list[Summary], fleet: Fleet, limits: Limits) -> str:
+    """The best policy of those compared, and where any throttling comes from."""
 
     def score(s: Summary) -> tuple[float, float, float, float]:
-        return (s.failed, s.throttled.sum(), s.monthly_cost, s.mean.sum())
+        return (s.failed, s.throttled.sum(), s.monthly_cost, s.waited)
 
+    limit = limits.ssm_tps
     clean = [s for s in summaries if s.failed == 0 and s.throttled.sum() == 0]
     best = min(clean or summaries, key=score)
     if clean:
-        why = (
-            f"no failed read and no throttled call (SSM peak {best.peak[API_SSM]:.0f}/s against "
-            f"{ssm_limit:g}/s), at ${best.monthly_cost:,.2f}/month"
+        text = (
+            f"Recommendation: {best.name} ({best.settings}): no failed read and no throttled "
+            f"call (Parameter Store peak {best.peak[API_SSM]:.0f}/s against {limit:g}/s), "
+            f"${best.monthly_cost:,.2f}/month."
         )
     else:
-        why = (
-            f"every policy was throttled; this one failed the fewest reads "
-            f"({_n(best.failed)}) with SSM peak {best.peak[API_SSM]:.0f}/s against {ssm_limit:g}/s"
+        text = (
+            f"Recommendation: {best.name} ({best.settings}) failed the fewest reads "
+            f"({_n(best.failed)}), but every policy compared was throttled."
         )
-    return f"Recommendation: {best.name} ({best.settings}): {why}."
+    if fleet.shape in ("burst", "deploy") or fleet.event_at is not None:
+        calls = fleet.ssm_items + fleet.missing_items
+        batched = math.ceil(fleet.ssm_items / SSM_BATCH_LIMIT) + fleet.missing_items
+        need = fleet.sandboxes * calls / limit
+        text += (
+            f"\nCold starts: {fleet.sandboxes:,} sandboxes starting together make "
+            f"{fleet.sandboxes * calls:,} Parameter Store calls ({calls} each); at {limit:g}/s "
+            f"that takes {need:,.0f} s. Roll the deploy out over at least that (check with "
+            f"--spread {need:.0f}), read parameters in one batch ({batched} call each, "
+            f"{fleet.sandboxes * batched / limit:,.0f} s; prefetch reads item by item today), "
+            f"or raise the limit (--higher-throughput)."
+        )
+    steady_ok = [s for s in summaries if s.p99[API_SSM] < limit]
+    if len(steady_ok) < len(summaries):
+        per_item = fleet.sandboxes * fleet.ssm_items / limit
+        shortest = per_item / (1 - TTL_JITTER_FRACTION / 2 - REFRESH_AHEAD_FRACTION)
+        text += (
+            f"\nSteady traffic: {fleet.sandboxes:,} sandboxes x {fleet.ssm_items} parameters "
+            f"renewed every ~0.85 TTL stay under {limit:g}/s only with SSM_PARAMETER_STORE_TTL "
+            f">= {shortest:,.0f} s."
+        )
+    return text

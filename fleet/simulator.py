@@ -215,7 +215,16 @@ def simulate(
     # chains in the backlog (expired and failing: every read tries AWS again).
     unc_levels = {a: np.zeros(policy.max_attempts) for a in uncached}
     backlog = [_Backlog(policy.max_attempts) for _ in range(N_API)]
-    p_read = 1.0 - math.exp(-lam * dt)
+    # How long a read that fails every attempt keeps its handler waiting (mean backoffs plus
+    # the attempts themselves, within the timeout): the backlog's sandboxes invoke less often.
+    fail_wait = min(
+        policy.timeout,
+        policy.max_attempts * fleet.latency
+        + sum(
+            0.5 * min(policy.backoff_cap, policy.backoff_base * 2.0**k)
+            for k in range(1, policy.max_attempts)
+        ),
+    )
 
     min_ttl = float(ch.ttl.min()) if len(ch.ttl) else fleet.horizon
     window = max(8 * dt, min(60.0, 0.5 * min_ttl))
@@ -246,9 +255,15 @@ def simulate(
             new = float(rng.poisson(lam * live[step] * per_inv * dt))
             unc_levels[a][0] += new
             totals["waited"] += new
-        for b in backlog:
-            if len(b.ids):
-                b.levels[0] += float(rng.binomial(len(b.ids), p_read))
+        failing = sum(len(b.ids) for b in backlog)
+        if failing:
+            per_sandbox = failing / max(1.0, live[step])
+            # A sandbox retries one item at a time: at most one failing read per `fail_wait`.
+            rate = min(lam, 1.0 / max(1e-9, per_sandbox * fail_wait))
+            p_read = 1.0 - math.exp(-rate * dt)
+            for b in backlog:
+                if len(b.ids):
+                    b.levels[0] += float(rng.binomial(len(b.ids), p_read))
         idle = len(due) == 0 and not any(v.any() for v in unc_levels.values())
         if idle and not any(b.levels.any() for b in backlog):
             continue
@@ -296,14 +311,15 @@ def simulate(
                 throttled[a, step] += float(ncalls[sel][~passed].sum())
                 left = budget - float(ncalls[sel][passed].sum())
                 share = min(1.0, left / anon) if anon else 1.0
+            unc_sum = float(unc.sum()) if unc is not None else 0.0
             if unc is not None:
-                rejected = _retry_levels(unc, share)
+                rejected = _retry_levels(unc, round(share * unc_sum), rng)
                 throttled[a, step] += float(rejected.sum())
                 totals["failed"] += float(rejected[-1])
                 totals["waited"] -= float(rejected[-1])
             if bl.levels.any():
                 answered = float(bl.levels.sum())
-                rejected = _retry_levels(bl.levels, share)
+                rejected = _retry_levels(bl.levels, round(share * answered), rng)
                 answered -= float(rejected.sum())
                 throttled[a, step] += float(rejected.sum())
                 _settle_backlog(ch, bl, answered, rejected[-1], t0, fleet, policy, rng, totals)
@@ -414,10 +430,19 @@ class _Backlog:
         return out
 
 
-def _retry_levels(levels: np.ndarray, share: float) -> np.ndarray:
-    """Admit `share` of the attempts at every level; the rejected move up one attempt (retry in
-    the next step) and those at the last level give up. Returns the rejected counts per level."""
-    rejected = np.round(levels * (1.0 - share))
+def _retry_levels(levels: np.ndarray, admit: float, rng: np.random.Generator) -> np.ndarray:
+    """Admit `admit` of the attempts, drawn at random across attempt numbers; the rejected move
+    up one attempt (a retry in the next step) and those at the last attempt give up.
+    Returns the rejected counts per attempt number."""
+    counts = levels.astype(np.int64)
+    total = int(counts.sum())
+    take = min(total, max(0, int(admit)))
+    if take >= total:
+        rejected = np.zeros_like(levels)
+    elif take == 0:
+        rejected = counts.astype(np.float64)
+    else:
+        rejected = (counts - rng.multivariate_hypergeometric(counts, take)).astype(np.float64)
     levels[:] = 0.0
     levels[1:] = rejected[:-1]
     return rejected

@@ -134,7 +134,7 @@ def test_cost_and_table() -> None:
     assert paid.monthly_cost > s.monthly_cost
     text = table([s, paid])
     assert "defaults" in text and "$/month" in text
-    assert recommend([s], 40.0).startswith("Recommendation: defaults")
+    assert recommend([s], SMALL, Limits()).startswith("Recommendation: defaults")
 
 
 def test_ten_thousand_sandboxes_hour_is_fast_enough() -> None:
@@ -142,3 +142,17 @@ def test_ten_thousand_sandboxes_hour_is_fast_enough() -> None:
     fleet = Fleet(sandboxes=10_000, shape="steady", invocations_per_second=10_000, horizon=600.0)
     r = simulate(fleet, Policy(ssm_ttl=3600, sm_ttl=3600), seed=1, dt=1.0)
     assert r.events < 200_000
+
+
+def test_coarse_backlog_agrees_with_the_exact_path() -> None:
+    """Large fleets follow failing reads as counts; on an overload small enough to follow
+    exactly, both answer the same calls (the bucket decides) and fail about as many reads."""
+    fleet = Fleet(sandboxes=150, shape="steady", invocations_per_second=150, horizon=600.0)
+    limits = Limits(ssm_tps=3.0)
+    exact = simulate(fleet, Policy(ssm_ttl=30), limits, seed=1, dt=0.1, coarse=False)
+    coarse = simulate(fleet, Policy(ssm_ttl=30), limits, seed=1, dt=0.1, coarse=True)
+    answered = [r.calls[API_SSM].sum() - r.throttled[API_SSM].sum() for r in (exact, coarse)]
+    assert answered[1] == pytest.approx(answered[0], rel=0.03)
+    assert coarse.failed + coarse.stale == pytest.approx(exact.failed + exact.stale, rel=0.2)
+    assert coarse.throttled.sum() == pytest.approx(exact.throttled.sum(), rel=0.2)
+    assert coarse.events < exact.events / 5
