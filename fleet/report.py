@@ -166,13 +166,12 @@ def recommend(summaries: list[Summary], fleet: Fleet, limits: Limits) -> str:
             f"{fleet.sandboxes * batched / limit:,.0f} s; prefetch reads item by item today), "
             f"or raise the limit (--higher-throughput)."
         )
-    steady_ok = [s for s in summaries if s.p99[API_SSM] < limit]
-    if len(steady_ok) < len(summaries):
-        per_item = fleet.sandboxes * fleet.ssm_items / limit
-        shortest = per_item / (1 - TTL_JITTER_FRACTION / 2 - REFRESH_AHEAD_FRACTION)
+    if fleet.ssm_items:
+        renewal = 1 - TTL_JITTER_FRACTION / 2 - REFRESH_AHEAD_FRACTION
+        shortest = fleet.sandboxes * fleet.ssm_items / limit / renewal
         text += (
-            f"\nSteady traffic: {fleet.sandboxes:,} sandboxes x {fleet.ssm_items} parameters "
-            f"renewed every ~0.85 TTL stay under {limit:g}/s only with SSM_PARAMETER_STORE_TTL "
-            f">= {shortest:,.0f} s."
+            f"\nSteady traffic: {fleet.sandboxes:,} sandboxes x {fleet.ssm_items} parameters, "
+            f"each renewed every ~{renewal:.2f} x TTL, stay under {limit:g}/s with "
+            f"SSM_PARAMETER_STORE_TTL >= {shortest:,.0f} s (plus room for cold starts)."
         )
     return text
