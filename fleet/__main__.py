@@ -124,7 +124,7 @@ def policies_from(args: argparse.Namespace) -> tuple[Policy, ...]:
     chosen = {k: getattr(args, k) for k in _POLICY_OPTIONS if getattr(args, k) is not None}
     if not chosen:
         return COMPARISON
-    return (Policy("defaults"), Policy("yours", **chosen))  # type: ignore[arg-type]
+    return (Policy("defaults"), Policy("yours", **chosen))
 
 
 def _run(job: tuple[Fleet, Policy, Limits, int]) -> Result:

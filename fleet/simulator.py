@@ -59,7 +59,8 @@ class Result:
         """A per-step series summed into whole seconds (calls/s)."""
         per = max(1, round(1.0 / self.dt))
         n = series.shape[-1] // per * per
-        return series[..., :n].reshape(*series.shape[:-1], -1, per).sum(-1) / (per * self.dt)
+        summed: np.ndarray = series[..., :n].reshape(*series.shape[:-1], -1, per).sum(-1)
+        return summed / (per * self.dt)
 
 
 @dataclass
@@ -92,9 +93,10 @@ def _build_chains(
         if count <= 0:
             return
         if ttl <= 0:
+            # Calls per invocation: one per item, or one per batch of `limit`.
             api = batch_api if policy.batch else single_api
             per_call = limit if policy.batch else 1
-            uncached[api] = uncached.get(api, 0.0) + math.ceil(count / per_call) / count * count
+            uncached[api] = uncached.get(api, 0.0) + math.ceil(count / per_call)
             return
         if policy.batch:
             left = count
@@ -387,12 +389,13 @@ class _Pending:
 def _can_stale(ch: _Chains, idx: np.ndarray, t: np.ndarray | float, policy: Policy) -> np.ndarray:
     """Single reads whose expired entry is young enough to serve after the last retry fails."""
     earliest = ch.expiry[idx].min(axis=1)
-    return (
+    allowed: np.ndarray = (
         ch.single[idx]
         & (policy.max_stale > 0)
         & np.isfinite(earliest)
         & (t - earliest <= policy.max_stale)
     )
+    return allowed
 
 
 class _Backlog:
