@@ -72,6 +72,9 @@ def parser() -> argparse.ArgumentParser:
         "(with --shape daily: a deploy then; default comparison: at the peak)",
     )
     f.add_argument("--spread", type=float, default=10.0, help="seconds a burst/deploy takes")
+    f.add_argument(
+        "--trough", type=float, default=0.2, help="daily curve: night's sandboxes / peak's"
+    )
     lim = p.add_argument_group("AWS limits")
     lim.add_argument("--ssm-tps", type=float, default=40.0)
     lim.add_argument("--sm-tps", type=float, default=10_000.0, help="GetSecretValue TPS")
@@ -117,6 +120,7 @@ def fleet_from(args: argparse.Namespace, comparison: bool) -> Fleet:
         horizon=hours * 3600.0,
         event_at=event_at,
         spread=args.spread,
+        trough=args.trough,
     )
 
 
@@ -132,8 +136,34 @@ def _run(job: tuple[Fleet, Policy, Limits, int]) -> Result:
     return simulate(fleet, policy, limits, seed=seed)
 
 
+def _check(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse values the model cannot mean (argparse exits with status 2 and the reason)."""
+    positive = ("sandboxes", "lifetime", "ssm_tps", "sm_tps", "sm_batch_tps")
+    for name in positive:
+        if getattr(args, name) <= 0:
+            p.error(f"--{name.replace('_', '-')} must be more than 0")
+    not_negative = (
+        "invocations", "ssm_items", "sm_items", "missing_items", "spread", "event_at",
+        "ssm_ttl", "sm_ttl", "jitter", "refresh_ahead", "max_stale", "not_found_ttl",
+    )  # fmt: skip
+    for name in not_negative:
+        value = getattr(args, name)
+        if value is not None and value < 0:
+            p.error(f"--{name.replace('_', '-')} must not be negative")
+    if args.hours is not None and args.hours <= 0:
+        p.error("--hours must be more than 0")
+    if not 0 <= args.trough <= 1:
+        p.error("--trough must be between 0 and 1")
+    for name in ("jitter", "refresh_ahead"):
+        value = getattr(args, name)
+        if value is not None and value >= 1:
+            p.error(f"--{name.replace('_', '-')} must be below 1 (a share of the TTL)")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    _check(p, args)
     if args.validate:
         from .validate import main as validate_main
 

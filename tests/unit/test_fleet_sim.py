@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from secretcache.backends import BACKOFF_BASE_SECONDS, BACKOFF_CAP_SECONDS, MAX_ATTEMPTS
@@ -156,3 +158,30 @@ def test_coarse_backlog_agrees_with_the_exact_path() -> None:
     assert coarse.failed + coarse.stale == pytest.approx(exact.failed + exact.stale, rel=0.2)
     assert coarse.throttled.sum() == pytest.approx(exact.throttled.sum(), rel=0.2)
     assert coarse.events < exact.events / 5
+
+
+@pytest.mark.parametrize(
+    "args", [["--sandboxes", "0"], ["--hours", "-1"], ["--jitter", "1.5"], ["--ssm-ttl", "-5"]]
+)
+def test_cli_refuses_values_the_model_cannot_mean(
+    args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fleet.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    assert "must" in capsys.readouterr().err
+
+
+def test_cli_prints_the_table_and_writes_the_plot(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fleet.__main__ import main
+
+    plot = tmp_path / "fleet.png"
+    args = ["--sandboxes", "30", "--hours", "0.5", "--shape", "burst", "--ssm-ttl", "60"]
+    assert main([*args, "--jobs", "1", "--plot", str(plot)]) == 0
+    out = capsys.readouterr().out
+    assert "defaults" in out and "yours" in out and "Recommendation:" in out
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
