@@ -93,6 +93,12 @@ class Fleet:
     event_at: float | None = None
     spread: float = 10.0  # seconds over which a burst's or deploy's cold starts arrive
     latency: float = 0.03  # seconds one AWS call takes
+    #: Seconds from a throttled attempt to the retry's backoff starting (None: `latency`).
+    throttle_latency: float | None = None
+
+    @property
+    def throttled_latency(self) -> float:
+        return self.latency if self.throttle_latency is None else self.throttle_latency
 
     @property
     def per_sandbox_rate(self) -> float:

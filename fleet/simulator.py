@@ -221,7 +221,7 @@ def simulate(
     # the attempts themselves, within the timeout): the backlog's sandboxes invoke less often.
     fail_wait = min(
         policy.timeout,
-        policy.max_attempts * fleet.latency
+        policy.max_attempts * fleet.throttled_latency
         + sum(
             0.5 * min(policy.backoff_cap, policy.backoff_base * 2.0**k)
             for k in range(1, policy.max_attempts)
@@ -540,7 +540,7 @@ def _advance(
         backoff = rng.random(len(idx)) * np.minimum(
             policy.backoff_cap, policy.backoff_base * 2.0**attempt
         )
-        t_retry = t_bad + fleet.latency + backoff
+        t_retry = t_bad + fleet.throttled_latency + backoff
         retry = (attempt < policy.max_attempts) & (t_retry < ch.first_try[idx] + policy.timeout)
         ch.attempt[idx] = attempt
         ch.next_t[idx] = np.where(retry, t_retry, ch.next_t[idx])
@@ -548,14 +548,14 @@ def _advance(
         np.maximum.at(
             busy,
             ch.sandbox[idx[blocking]],
-            np.where(retry, t_retry, t_bad + fleet.latency)[blocking],
+            np.where(retry, t_retry, t_bad + fleet.throttled_latency)[blocking],
         )
         give = ~retry
         g, tg, pg = idx[give], t_bad[give], ph[give]
         if len(g):
             earliest = ch.expiry[g].min(axis=1)
             gap = rng.exponential(1.0 / lam, len(g)) if lam > 0 else np.full(len(g), np.inf)
-            nxt = np.where(pg == PREFETCH, tg + fleet.latency, tg + gap)
+            nxt = np.where(pg == PREFETCH, tg + fleet.throttled_latency, tg + gap)
             if coarse:
                 # Large fleets: a failed refresh-ahead waits for expiry instead of retrying on
                 # each later hit in its window (those retries meet a bucket that is empty anyway).

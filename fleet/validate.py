@@ -19,9 +19,10 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+from secretcache.backends import BACKOFF_BASE_SECONDS, BACKOFF_CAP_SECONDS
 
 from tests.support.extension_process import ExtensionProcess
-from tests.support.fault_proxy import FaultProxy
+from tests.support.fault_proxy import Fault, FaultProxy
 from tests.support.moto_server import MotoServer
 
 from .model import API_SM_GET, API_SSM, Fleet, Limits, Policy
@@ -44,7 +45,7 @@ class Scenario:
     sm_items: int = 1
     spread: float = 2.0
 
-    def fleet(self, latency: float) -> Fleet:
+    def fleet(self, latency: float, throttle_latency: float | None = None) -> Fleet:
         return Fleet(
             sandboxes=self.processes,
             shape="burst",
@@ -56,6 +57,7 @@ class Scenario:
             event_at=0.0,
             spread=self.spread,
             latency=latency,
+            throttle_latency=throttle_latency,
         )
 
     def policy(self) -> Policy:
@@ -90,6 +92,7 @@ class Comparison:
     predicted: Figures
     predicted_range: dict[str, tuple[float, float]]
     latency: float
+    throttle_latency: float
     wall_seconds: float
 
     def rows(self) -> list[tuple[str, float, float, str, bool]]:
@@ -110,7 +113,8 @@ class Comparison:
             f"validation: {s.processes} extension processes, {s.seconds:g} s, {s.rate:g} "
             f"invocations/s each, {s.ssm_items} parameters + {s.sm_items} secret per invocation,"
             f" TTL {s.ttl:g} s, Parameter Store limited to {s.ssm_tps:g}/s by the proxy;"
-            f" upstream latency {self.latency * 1000:.0f} ms (measured); {self.wall_seconds:.0f} s",
+            f" measured: a read {self.latency * 1000:.0f} ms, a throttled attempt"
+            f" {self.throttle_latency * 1000:.0f} ms; {self.wall_seconds:.0f} s",
             f"{'metric':<14} {'measured':>9} {'predicted':>9} {'sim range':>13}  tolerance      ok",
         ]
         for name, m, p, tol, ok in self.rows():
@@ -171,8 +175,9 @@ def _drive(
         at += rng.expovariate(s.rate)
 
 
-def measure(s: Scenario, seed: int = 1) -> tuple[Figures, float]:
-    """Run the scenario on real processes; returns the figures and the median call latency."""
+def measure(s: Scenario, seed: int = 1) -> tuple[Figures, float, float]:
+    """Run the scenario on real processes: the figures, the median read latency and the time a
+    throttled attempt takes."""
     moto = MotoServer().start()
     proxy = FaultProxy(moto.port).start()
     extensions: list[ExtensionProcess] = []
@@ -197,12 +202,26 @@ def measure(s: Scenario, seed: int = 1) -> tuple[Figures, float]:
         # (a fresh process's first call is slow; a Lambda sandbox's INIT would absorb it), and
         # the median time of one upstream read through the proxy is the simulator's latency.
         tag = params[0].split("/")[1]
+        probe_name = f"/{tag}/probe"
         probe = []
         for ext in extensions:
             ext.get(f"/secretsmanager/get?secretId={tag}-probe")
             t = time.monotonic()
-            ext.get(f"/systemsmanager/parameters/get?name=/{tag}/probe")
+            ext.get(f"/systemsmanager/parameters/get?name={probe_name}")
             probe.append(time.monotonic() - t)
+        # Time from a throttled attempt to the next one, less the mean first backoff: what a
+        # throttled answer costs the extension (it skips moto, so it is quicker than a read).
+        gaps = []
+        for ext in extensions:
+            proxy.reset_counts()
+            proxy.set_fault(Fault.throttle(), count=1, identifier=probe_name)
+            ext.get(f"/systemsmanager/parameters/get?name={probe_name}&refreshNow=true")
+            starts = sorted(c.started for c in proxy.calls(identifier=probe_name))
+            if len(starts) >= 2:
+                gaps.append(starts[1] - starts[0])
+        proxy.clear()
+        first_backoff = 0.5 * min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2)
+        throttle_latency = max(0.001, statistics.mean(gaps) - first_backoff)
         proxy.set_rate_limit(s.ssm_tps, target_prefix=SSM_PREFIX)
         proxy.reset_counts()
         start = time.monotonic()
@@ -246,15 +265,16 @@ def measure(s: Scenario, seed: int = 1) -> tuple[Figures, float]:
         ssm_per_second=[float(x) for x in per_s],
     )
     # The probe's reads went extension -> proxy -> moto and back: about one upstream call.
-    return figures, statistics.median(probe)
+    return figures, statistics.median(probe), throttle_latency
 
 
 def predict(
-    s: Scenario, latency: float, seeds: int = 8
+    s: Scenario, latency: float, throttle_latency: float | None = None, seeds: int = 8
 ) -> tuple[Figures, dict[str, tuple[float, float]]]:
     runs = []
+    fleet = s.fleet(latency, throttle_latency)
     for seed in range(1, seeds + 1):
-        r = simulate(s.fleet(latency), s.policy(), s.limits(), seed=seed, dt=0.05)
+        r = simulate(fleet, s.policy(), s.limits(), seed=seed, dt=0.05)
         calls, thr = r.calls.sum(1), r.throttled.sum(1)
         per_s = r.per_second(r.calls)[API_SSM]
         runs.append(
@@ -280,9 +300,11 @@ def predict(
 
 def validate(s: Scenario, seed: int = 1) -> Comparison:
     started = time.monotonic()
-    measured, latency = measure(s, seed)
-    predicted, spread = predict(s, latency)
-    return Comparison(s, measured, predicted, spread, latency, time.monotonic() - started)
+    measured, latency, throttle_latency = measure(s, seed)
+    predicted, spread = predict(s, latency, throttle_latency)
+    return Comparison(
+        s, measured, predicted, spread, latency, throttle_latency, time.monotonic() - started
+    )
 
 
 def main(processes: int, seconds: float, seed: int) -> int:
