@@ -23,7 +23,7 @@ from secretcache.backends import BACKOFF_BASE_SECONDS, BACKOFF_CAP_SECONDS
 
 from tests.support.extension_process import ExtensionProcess
 from tests.support.fault_proxy import Fault, FaultProxy
-from tests.support.moto_server import MotoServer
+from tools.moto_server import MotoServer
 
 from .model import API_SM_GET, API_SSM, Fleet, Limits, Policy
 from .simulator import simulate

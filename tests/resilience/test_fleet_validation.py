@@ -13,7 +13,7 @@ from botocore.config import Config as BotoConfig
 
 from fleet.validate import Scenario, validate
 from tests.support.fault_proxy import FaultProxy
-from tests.support.moto_server import REGION, MotoServer
+from tools.moto_server import REGION, MotoServer
 
 
 def test_proxy_rate_limit_throttles_above_the_rate(moto_server: MotoServer) -> None:
