@@ -11,6 +11,8 @@
 #   ./build.sh local-invoke --code DIR --handler M.F [--endpoint URL] [--event FILE] ...
 #                             your function with the layer on AWS's RIE, against moto or URL
 #   ./build.sh bench [args]   build the layer and run the benchmarks (--quick: fewer samples); see bench/README.md
+#   ./build.sh fleet [args]   fleet simulator: policies side by side, plot in dist/fleet.png
+#                             (--help for options; --validate: against real extension processes)
 #   ./build.sh sam-validate   sam validate --lint template.yaml (aws-sam-cli in its own venv .venv-sam)
 #   ./build.sh setup          set up .venv only
 #   ./build.sh sam-setup      set up .venv-sam only
@@ -93,5 +95,9 @@ case "$cmd" in
     build_layer >&2
     exec "$VENV/bin/python" -m bench "$@"
     ;;
-  *) echo "usage: ./build.sh [layer|update-debian|debian-sources|test|demo|local-invoke|bench|sam-validate|setup|sam-setup]" >&2; exit 2 ;;
+  fleet)
+    ensure_venv
+    PYTHONPATH="$ROOT/extension:$ROOT" exec "$VENV/bin/python" -m fleet "$@"
+    ;;
+  *) echo "usage: ./build.sh [layer|update-debian|debian-sources|test|demo|local-invoke|bench|fleet|sam-validate|setup|sam-setup]" >&2; exit 2 ;;
 esac
