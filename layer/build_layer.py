@@ -3,6 +3,7 @@
 Layout of the layer (the launcher and the extension's bootstrap rely on it exactly):
 
     extensions/secretcache                 launcher (POSIX sh), mode 0755
+    secretcache/exec-wrapper               AWS_LAMBDA_EXEC_WRAPPER script (POSIX sh), mode 0755
     secretcache/app/secretcache/           the extension package (+ .pyc for every Python)
     secretcache/lib/common/                pure-Python vendored dependencies (+ .pyc, every Python)
     secretcache/lib/cp3XX-<machine>/       dependencies with compiled wheels, one folder per
@@ -49,6 +50,8 @@ REQUIREMENTS = ROOT / "extension" / "requirements.txt"
 APP_SRC = ROOT / "extension" / "secretcache"
 CLIENT_SRC = ROOT / "handler_client" / "secretcache_client"
 LAUNCHER_SRC = ROOT / "layer" / "secretcache"
+EXEC_WRAPPER_SRC = ROOT / "layer" / "exec-wrapper"
+EXECUTABLES = frozenset({"extensions/secretcache", "secretcache/exec-wrapper"})
 # Downloads and installed trees are cached here (SECRETCACHE_BUILD_DIR moves it, e.g. for tests).
 BUILD = Path(os.environ.get("SECRETCACHE_BUILD_DIR") or ROOT / "build").resolve()
 WHEELS = BUILD / "wheels"
@@ -530,7 +533,7 @@ def write_zip(members: Iterable[tuple[str, Path]], out: Path, epoch: int) -> Non
                 info.compress_type = zipfile.ZIP_STORED
                 zf.writestr(info, b"")
                 continue
-            mode = 0o755 if arcname == "extensions/secretcache" else 0o644
+            mode = 0o755 if arcname in EXECUTABLES else 0o644
             info.external_attr = (stat.S_IFREG | mode) << 16
             info.compress_type = zipfile.ZIP_DEFLATED
             # zlib's default level: level 9 takes 5x as long for under 1% smaller.
@@ -642,6 +645,7 @@ def build(args: argparse.Namespace) -> int:
         identities,
         epoch,
         sha256_file(LAUNCHER_SRC),
+        sha256_file(EXEC_WRAPPER_SRC),
         digest_files(app_files, APP_SRC),
         digest_files(client_files, CLIENT_SRC),
         str(out),
@@ -758,7 +762,10 @@ def build(args: argparse.Namespace) -> int:
         if client_files:
             compile_tree(client_tree, "/opt/python/secretcache_client", pythons)
 
-        members: list[tuple[str, Path]] = [("extensions/secretcache", LAUNCHER_SRC)]
+        members: list[tuple[str, Path]] = [
+            ("extensions/secretcache", LAUNCHER_SRC),
+            ("secretcache/exec-wrapper", EXEC_WRAPPER_SRC),
+        ]
         members += walk_files(app_tree, "secretcache/app/secretcache")
         for folder, tree in sorted(lib_trees.items()):
             members += walk_files(tree, f"secretcache/lib/{folder}")
