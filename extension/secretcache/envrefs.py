@@ -111,6 +111,8 @@ class Template:
 
     variable: str
     parts: tuple[str | Reference, ...]
+    #: Each reference's text as written (validated, so safe to show), in the order of ``parts``.
+    sources: tuple[str, ...] = ()
 
     @property
     def references(self) -> tuple[Reference, ...]:
@@ -128,6 +130,7 @@ def has_reference(value: str) -> bool:
 def parse_value(variable: str, value: str) -> Template:
     """Split a value into literal text and references; raise :class:`MalformedReference`."""
     parts: list[str | Reference] = []
+    sources: list[str] = []
     position = 0
     while True:
         start = value.find(OPEN, position)
@@ -140,10 +143,11 @@ def parse_value(variable: str, value: str) -> Template:
             raise MalformedReference(variable, start, "no closing '}}'")
         body = value[start + len(OPEN) : end]
         parts.append(_parse_body(variable, start, body))
+        sources.append(value[start : end + len(CLOSE)])
         position = end + len(CLOSE)
     if position < len(value):
         parts.append(value[position:])
-    return Template(variable, tuple(parts))
+    return Template(variable, tuple(parts), tuple(sources))
 
 
 def parse_environment(

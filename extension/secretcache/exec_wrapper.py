@@ -559,18 +559,19 @@ def resolve_environment(
         if failed is None:
             resolved[template.variable] = template.render(values)  # type: ignore[arg-type]
         else:
-            ref, why = failed
-            failures[template.variable] = f"{template.variable}: {ref.text}: {why}"
+            written, why = failed
+            failures[template.variable] = f"{template.variable}: {written}: {why}"
     return Outcome(resolved, [failures[k] for k in sorted(failures)], len(references), requests)
 
 
 def _first_failure(
     template: Template, values: Mapping[Reference, str | ResolveFailure]
-) -> tuple[Reference, ResolveFailure] | None:
-    for ref in template.references:
+) -> tuple[str, ResolveFailure] | None:
+    """The first reference that failed, as written in the value, and why."""
+    for ref, written in zip(template.references, template.sources, strict=True):
         value = values[ref]
         if isinstance(value, ResolveFailure):
-            return ref, value
+            return written, value
     return None
 
 

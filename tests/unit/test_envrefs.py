@@ -68,6 +68,10 @@ def test_several_references_and_literal_text_in_one_value_keep_their_order() -> 
     )
     user, pw = SecretReference("db", "user"), SecretReference("db", "pw")
     assert template.parts == ("postgres://", user, ":", pw, "@h/x")
+    assert template.sources == (
+        "{{resolve:secretsmanager:db::user}}",
+        "{{resolve:secretsmanager:db::pw}}",
+    )
     assert template.render({user: "u", pw: "p"}) == "postgres://u:p@h/x"
 
 

@@ -212,7 +212,7 @@ def test_each_failure_names_variable_reference_and_reason_never_a_value(
     assert outcome.resolved == {}
     assert len(outcome.failures) == 1
     line = outcome.failures[0]
-    assert line.startswith("TARGET: {{resolve:")
+    assert line.startswith(f"TARGET: {value}: ")  # the reference as written, not rewritten
     assert reason in line
     assert_no_value(outcome.failures)
 
