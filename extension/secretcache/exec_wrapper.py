@@ -596,8 +596,29 @@ def report_init_error(runtime_api: str | None, message: str) -> None:
         sys.stderr.write(f"secretcache: could not report the init error ({type(exc).__name__})\n")
 
 
-def _exec_runtime(argv: list[str], resolved: Mapping[str, str]) -> int:
-    environb = dict(os.environb)
+def initial_environment(path: str = "/proc/self/environ") -> dict[bytes, bytes]:
+    """The environment this process was started with, as the launcher passed it on.
+
+    Not ``os.environ``: the interpreter may have added to it before any of our code ran (PEP 538
+    sets ``LC_CTYPE=C.UTF-8`` when the locale is C or missing), and that must not reach the
+    runtime. The kernel keeps the block ``execve`` received, which ``setenv`` never rewrites.
+    """
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError:
+        return dict(os.environb)
+    env: dict[bytes, bytes] = {}
+    for entry in raw.split(b"\0"):
+        name, sep, value = entry.partition(b"=")
+        if sep and name and name not in env:  # the first of duplicates, as getenv() reads
+            env[name] = value
+    return env
+
+
+def _exec_runtime(
+    argv: list[str], environb: dict[bytes, bytes], resolved: Mapping[str, str]
+) -> int:
     for name, value in resolved.items():
         environb[os.fsencode(name)] = value.encode("utf-8")
     try:
@@ -608,17 +629,18 @@ def _exec_runtime(argv: list[str], resolved: Mapping[str, str]) -> int:
     return 127
 
 
-def main(argv: list[str], environ: Mapping[str, str] | None = None) -> int:
+def main(argv: list[str]) -> int:
     """``--exec-wrapper [--] RUNTIME ARG...``: resolve, then exec; returns only on failure."""
     started = time.monotonic()
-    env = os.environ if environ is None else environ
+    environb = initial_environment()
+    env = {os.fsdecode(k): os.fsdecode(v) for k, v in environb.items()}
     if argv[:1] == ["--"]:
         argv = argv[1:]
     if not argv:
         sys.stderr.write("secretcache: the exec wrapper needs the runtime's command line\n")
         return 2
     if not any(has_reference(v) for v in env.values()):
-        return _exec_runtime(argv, {})
+        return _exec_runtime(argv, environb, {})
     try:
         settings = load_settings(env)
     except SettingsError as exc:
@@ -660,4 +682,4 @@ def main(argv: list[str], environ: Mapping[str, str] | None = None) -> int:
     )
     sys.stdout.flush()
     sys.stderr.flush()
-    return _exec_runtime(argv, outcome.resolved)
+    return _exec_runtime(argv, environb, outcome.resolved)

@@ -136,6 +136,10 @@ def environ_of(pid: int | None) -> str:
     return Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace")
 
 
+def parse_environ(raw: str) -> dict[str, str]:
+    return dict(entry.split("=", 1) for entry in raw.split("\0") if entry)
+
+
 def all_logs(emu: LambdaEmulator) -> str:
     return "\n".join(line.text for line in emu.logs.lines())
 
@@ -161,6 +165,15 @@ def assert_resolved_only_in_runtime(emu: LambdaEmulator, world: EnvWorld) -> Non
         assert value not in extension_env
         assert value not in logs
     assert world.env["DB_URL"] in extension_env  # the extension sees the references only
+    # The runtime gets the environment Lambda gave it, the resolved values in place of the
+    # references and nothing else: no variable of the launcher's, no option of the wrapper's.
+    runtime, extension = parse_environ(runtime_env), parse_environ(extension_env)
+    assert set(runtime) == set(extension) | {"PYTHONPATH", "PYTHONUNBUFFERED"}
+    for name, value in extension.items():
+        if name in ("AWS_LAMBDA_LOG_STREAM_NAME", "PYTHONPATH"):
+            continue  # the emulator draws a stream per process; the launcher sets the extension's
+        assert runtime[name] == world.expected.get(name, value), name
+    assert "secretcache/app" not in runtime["PYTHONPATH"]
 
 
 HANDLERS = Path(__file__).with_name("handlers")
@@ -181,6 +194,22 @@ def test_python_function_gets_resolved_variables_and_nothing_else_does(
     # The handler's read of a secret the wrapper resolved is a cache hit: no new upstream call.
     assert after["hits"] == before["hits"] + 1  # type: ignore[operator]
     assert after["upstreamCalls"] == before["upstreamCalls"]
+    # So is a read of a parameter that came in the wrapper's getbatch.
+    ssm_before = metrics(emu)["ssm"]
+    port = int(env_world.env.get("PARAMETERS_SECRETS_EXTENSION_HTTP_PORT") or 0) or int(
+        emu.function_env["PARAMETERS_SECRETS_EXTENSION_HTTP_PORT"] or 0
+    )
+    name = env_world.env["API_KEY"].removeprefix("{{resolve:ssm-secure:").removesuffix("}}")
+    got = http_request(
+        port,
+        "GET",
+        f"/systemsmanager/parameters/get?name={name}&withDecryption=true",
+        headers={"X-Aws-Parameters-Secrets-Token": emu.session_token},
+    )
+    assert got.status == 200
+    ssm_after = metrics(emu)["ssm"]
+    assert ssm_after["hits"] == ssm_before["hits"] + 1  # type: ignore[operator]
+    assert ssm_after["upstreamCalls"] == ssm_before["upstreamCalls"]
     assert_resolved_only_in_runtime(emu, env_world)
     resolved = [line for line in emu.logs.lines() if '"env.resolved"' in line.text]
     assert len(resolved) == 1 and resolved[0].source == "runtime"
@@ -304,3 +333,32 @@ def test_node_function_gets_resolved_variables(
     assert result.payload == env_world.expected
     assert_resolved_only_in_runtime(emu, env_world)
     assert os.path.basename(Path(f"/proc/{emu.pid('runtime')}/exe").resolve()).startswith("node")
+
+
+def test_the_runtime_gets_the_environment_unchanged_when_nothing_is_referenced(
+    layer_zip: Path, tmp_path: Path
+) -> None:
+    """The wrapper's own interpreter may add to its environment (PEP 538 sets LC_CTYPE under a
+    C locale); none of that, and none of the launcher's variables, may reach the runtime. The one
+    addition is PWD, which a POSIX shell exports (as Lambda's own bootstrap scripts do)."""
+    import subprocess
+
+    from tests.emulator import default_python, shared_layer
+
+    wrapper = shared_layer(layer_zip) / "secretcache" / "exec-wrapper"
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "LANG": "C",
+        "SECRETCACHE_PYTHON": default_python(),
+        "ODD": "bytes \xe9 and = signs",
+    }
+    done = subprocess.run(
+        [str(wrapper), "/usr/bin/env", "-0"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    got = parse_environ(done.stdout.decode("utf-8", "surrogateescape"))
+    assert got == {**env, "PWD": str(tmp_path)}

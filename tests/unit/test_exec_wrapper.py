@@ -11,9 +11,12 @@ import json
 from collections.abc import Callable
 from urllib.parse import parse_qs, urlsplit
 
+from pathlib import Path
+
 import pytest
 from secretcache.exec_wrapper import (
     SettingsError,
+    initial_environment,
     load_settings,
     resolve_environment,
 )
@@ -277,3 +280,16 @@ def test_settings_defaults_and_refusals() -> None:
         with pytest.raises(SettingsError) as refused:
             load_settings(env)
         assert next(iter(env)) in str(refused.value)
+
+
+def test_initial_environment_reads_the_block_as_started_first_duplicate_winning(
+    tmp_path: Path,
+) -> None:
+    block = tmp_path / "environ"
+    block.write_bytes(b"A=1\0B=x=y\0A=2\0NOEQUALS\0E=\0RAW=\xff\xfe\0")
+    assert initial_environment(str(block)) == {
+        b"A": b"1",
+        b"B": b"x=y",
+        b"E": b"",
+        b"RAW": b"\xff\xfe",
+    }
