@@ -9,9 +9,8 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable
-from urllib.parse import parse_qs, urlsplit
-
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from secretcache.exec_wrapper import (
