@@ -15,35 +15,103 @@ holds identifiers only, so its text may be shown in messages.
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs milliseconds at start
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+# No re and no dataclasses here: the exec wrapper imports this module on every cold start, and
+# those two imports cost more than everything else it does before its requests go out.
+
 OPEN = "{{resolve:"
 CLOSE = "}}"
-
-# Secrets Manager: names are 1-512 of these; a full ARN is arn:PARTITION:secretsmanager:REGION:
-# ACCOUNT:secret:NAME-XXXXXX (its colons are part of the id, so it is matched as a whole).
-_SECRET_NAME = re.compile(r"[A-Za-z0-9/_+=.@-]{1,512}")
-_SECRET_ARN = re.compile(
-    r"arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]{1,512}"
-)
-_VERSION_STAGE = re.compile(r"[A-Za-z0-9/_+=.@-]{1,256}")
-_VERSION_ID = re.compile(r"[A-Za-z0-9-]{32,64}")
-# JSON key: printable ASCII without whitespace, ':' (the separator) or braces.
-_JSON_KEY = re.compile(r"[!-9;-z|~]{1,256}")
-# SSM: names of letters, digits, _ . - and /, or a parameter ARN.
-_PARAMETER_NAME = re.compile(r"[A-Za-z0-9_./-]{1,2048}")
-_PARAMETER_ARN = re.compile(
-    r"arn:aws[a-z-]*:ssm:[a-z0-9-]+:\d{12}:parameter/[A-Za-z0-9_./-]{1,2048}"
-)
-_PARAMETER_VERSION = re.compile(r"[1-9][0-9]{0,18}")
-_VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,255}")
-_CONTEXT_PART = re.compile(r"[A-Za-z0-9_./@+-]{1,384}")
 SERVICES = ("secretsmanager", "ssm", "ssm-secure", "kms")
+
+_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_DIGITS = "0123456789"
+#: Secrets Manager names and version stages.
+_SECRET_CHARS = frozenset(_LETTERS + _DIGITS + "/_+=.@-")
+_VERSION_ID_CHARS = frozenset(_LETTERS + _DIGITS + "-")
+#: JSON key: printable ASCII without whitespace, ':' (the separator) or braces.
+_JSON_KEY_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F)) - frozenset(":{}")
+_PARAMETER_CHARS = frozenset(_LETTERS + _DIGITS + "_./-")
+_VARIABLE_CHARS = frozenset(_LETTERS + _DIGITS + "_")
+_CONTEXT_CHARS = frozenset(_LETTERS + _DIGITS + "_./@+-")
+_PARTITION_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz-")
+_REGION_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
+
+
+def _made_of(text: str, chars: frozenset[str], low: int, high: int) -> bool:
+    return low <= len(text) <= high and all(c in chars for c in text)
+
+
+def _arn_head_ok(parts: list[str], service: str) -> bool:
+    """arn:PARTITION:SERVICE:REGION:ACCOUNT (the first five fields of an ARN)."""
+    return (
+        parts[0] == "arn"
+        and parts[1].startswith("aws")
+        and _made_of(parts[1], _PARTITION_CHARS, 3, 32)
+        and parts[2] == service
+        and _made_of(parts[3], _REGION_CHARS, 1, 32)
+        and len(parts[4]) == 12
+        and parts[4].isascii()
+        and parts[4].isdigit()
+    )
+
+
+def _is_secret_arn(text: str) -> bool:
+    """arn:PARTITION:secretsmanager:REGION:ACCOUNT:secret:NAME."""
+    parts = text.split(":")
+    return (
+        len(parts) == 7
+        and _arn_head_ok(parts, "secretsmanager")
+        and parts[5] == "secret"
+        and _made_of(parts[6], _SECRET_CHARS, 1, 512)
+    )
+
+
+def _is_parameter_arn(text: str) -> bool:
+    """arn:PARTITION:ssm:REGION:ACCOUNT:parameter/NAME."""
+    parts = text.split(":")
+    return (
+        len(parts) == 6
+        and _arn_head_ok(parts, "ssm")
+        and parts[5].startswith("parameter/")
+        and _made_of(parts[5][len("parameter/") :], _PARAMETER_CHARS, 1, 2048)
+    )
+
+
+def _is_positive_integer(text: str) -> bool:
+    return 1 <= len(text) <= 19 and text.isascii() and text.isdigit() and text[0] != "0"
+
+
+def _is_variable_name(text: str) -> bool:
+    return _made_of(text, _VARIABLE_CHARS, 1, 256) and not text[0].isdigit()
+
+
+class _Value:
+    """An immutable value object: equality, hash and repr from its slots."""
+
+    __slots__: tuple[str, ...] = ()
+
+    def __init__(self, **fields: object) -> None:
+        for name, value in fields.items():
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def _fields(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, type(self)) and other._fields() == self._fields()
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self._fields()))
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__)
+        return f"{type(self).__name__}({inner})"
 
 
 class MalformedReference(ValueError):
@@ -56,14 +124,28 @@ class MalformedReference(ValueError):
         super().__init__(f"{variable}: malformed reference at character {position + 1}: {reason}")
 
 
-@dataclass(frozen=True)
-class SecretReference:
+class SecretReference(_Value):
     """``{{resolve:secretsmanager:...}}``: a secret's SecretString, or one key of it."""
 
+    __slots__ = ("json_key", "secret_id", "version_id", "version_stage")
     secret_id: str
-    json_key: str | None = None
-    version_stage: str | None = None
-    version_id: str | None = None
+    json_key: str | None
+    version_stage: str | None
+    version_id: str | None
+
+    def __init__(
+        self,
+        secret_id: str,
+        json_key: str | None = None,
+        version_stage: str | None = None,
+        version_id: str | None = None,
+    ) -> None:
+        super().__init__(
+            secret_id=secret_id,
+            json_key=json_key,
+            version_stage=version_stage,
+            version_id=version_id,
+        )
 
     @property
     def text(self) -> str:
@@ -74,13 +156,16 @@ class SecretReference:
         return OPEN + "secretsmanager:" + ":".join(fields) + CLOSE
 
 
-@dataclass(frozen=True)
-class ParameterReference:
+class ParameterReference(_Value):
     """``{{resolve:ssm:...}}`` (String, StringList) or ``{{resolve:ssm-secure:...}}``."""
 
+    __slots__ = ("name", "secure", "version")
     name: str
-    version: int | None = None
-    secure: bool = False
+    version: int | None
+    secure: bool
+
+    def __init__(self, name: str, version: int | None = None, secure: bool = False) -> None:
+        super().__init__(name=name, version=version, secure=secure)
 
     @property
     def text(self) -> str:
@@ -89,12 +174,15 @@ class ParameterReference:
         return f"{OPEN}{service}:{self.name}{version}{CLOSE}"
 
 
-@dataclass(frozen=True)
-class KmsReference:
+class KmsReference(_Value):
     """``{{resolve:kms:VAR[:k=v,...]}}``: KMS Decrypt of the base64 ciphertext held in ``VAR``."""
 
+    __slots__ = ("context", "variable")
     variable: str
-    context: tuple[tuple[str, str], ...] = ()
+    context: tuple[tuple[str, str], ...]
+
+    def __init__(self, variable: str, context: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(variable=variable, context=context)
 
     @property
     def text(self) -> str:
@@ -105,14 +193,21 @@ class KmsReference:
 Reference = SecretReference | ParameterReference | KmsReference
 
 
-@dataclass(frozen=True)
-class Template:
-    """One variable's value cut into literal text and references, in order."""
+class Template(_Value):
+    """One variable's value cut into literal text and references, in order.
 
+    ``sources``: each reference's text as written (validated, so safe to show), in order.
+    """
+
+    __slots__ = ("parts", "sources", "variable")
     variable: str
     parts: tuple[str | Reference, ...]
-    #: Each reference's text as written (validated, so safe to show), in the order of ``parts``.
-    sources: tuple[str, ...] = ()
+    sources: tuple[str, ...]
+
+    def __init__(
+        self, variable: str, parts: tuple[str | Reference, ...], sources: tuple[str, ...] = ()
+    ) -> None:
+        super().__init__(variable=variable, parts=parts, sources=sources)
 
     @property
     def references(self) -> tuple[Reference, ...]:
@@ -195,9 +290,9 @@ def _split_arn(rest: str, arn_fields: int) -> tuple[str, list[str]]:
 def _parse_secret(variable: str, at: int, rest: str) -> Reference:
     secret_id, fields = _split_arn(rest, 7)
     if secret_id.startswith("arn:"):
-        if not _SECRET_ARN.fullmatch(secret_id):
+        if not _is_secret_arn(secret_id):
             return _fail(variable, at, "secretsmanager: not a valid secret ARN")
-    elif not _SECRET_NAME.fullmatch(secret_id):
+    elif not _made_of(secret_id, _SECRET_CHARS, 1, 512):
         return _fail(variable, at, "secretsmanager: not a valid secret name")
     if len(fields) > 4:
         return _fail(variable, at, "secretsmanager: too many fields (at most 5 after the service)")
@@ -205,11 +300,11 @@ def _parse_secret(variable: str, at: int, rest: str) -> Reference:
     kind, json_key, stage, version_id = fields
     if kind not in ("", "SecretString"):
         return _fail(variable, at, "secretsmanager: the second field must be SecretString or empty")
-    if json_key and not _JSON_KEY.fullmatch(json_key):
+    if json_key and not _made_of(json_key, _JSON_KEY_CHARS, 1, 256):
         return _fail(variable, at, "secretsmanager: not a valid JSON key")
-    if stage and not _VERSION_STAGE.fullmatch(stage):
+    if stage and not _made_of(stage, _SECRET_CHARS, 1, 256):
         return _fail(variable, at, "secretsmanager: not a valid version stage")
-    if version_id and not _VERSION_ID.fullmatch(version_id):
+    if version_id and not _made_of(version_id, _VERSION_ID_CHARS, 32, 64):
         return _fail(variable, at, "secretsmanager: not a valid version id")
     if stage and version_id:
         return _fail(variable, at, "secretsmanager: give a version stage or a version id, not both")
@@ -220,15 +315,15 @@ def _parse_parameter(variable: str, at: int, rest: str, *, secure: bool) -> Refe
     service = "ssm-secure" if secure else "ssm"
     name, fields = _split_arn(rest, 6)
     if name.startswith("arn:"):
-        if not _PARAMETER_ARN.fullmatch(name):
+        if not _is_parameter_arn(name):
             return _fail(variable, at, f"{service}: not a valid parameter ARN")
-    elif not _PARAMETER_NAME.fullmatch(name):
+    elif not _made_of(name, _PARAMETER_CHARS, 1, 2048):
         return _fail(variable, at, f"{service}: not a valid parameter name")
     if len(fields) > 1:
         return _fail(variable, at, f"{service}: too many fields (a name and a version at most)")
     version = None
     if fields:
-        if not _PARAMETER_VERSION.fullmatch(fields[0]):
+        if not _is_positive_integer(fields[0]):
             return _fail(variable, at, f"{service}: the version must be a positive integer")
         version = int(fields[0])
     return ParameterReference(name, version, secure)
@@ -236,7 +331,7 @@ def _parse_parameter(variable: str, at: int, rest: str, *, secure: bool) -> Refe
 
 def _parse_kms(variable: str, at: int, rest: str) -> Reference:
     source, sep, context_text = rest.partition(":")
-    if not _VARIABLE.fullmatch(source):
+    if not _is_variable_name(source):
         return _fail(variable, at, "kms: the first field must be an environment variable name")
     if source == variable:
         return _fail(variable, at, "kms: the ciphertext must be in another variable")
@@ -246,7 +341,8 @@ def _parse_kms(variable: str, at: int, rest: str) -> Reference:
     if context_text:
         for pair in context_text.split(","):
             key, eq, val = pair.partition("=")
-            if not eq or not _CONTEXT_PART.fullmatch(key) or not _CONTEXT_PART.fullmatch(val):
+            valid = _made_of(key, _CONTEXT_CHARS, 1, 384) and _made_of(val, _CONTEXT_CHARS, 1, 384)
+            if not eq or not valid:
                 return _fail(variable, at, "kms: the encryption context must be KEY=VALUE,...")
             if key in context:
                 return _fail(variable, at, "kms: an encryption context key appears twice")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import dataclass
 
 from .envrefs import (
     KmsReference,
@@ -51,16 +50,28 @@ class SettingsError(ValueError):
     """An invalid SECRETCACHE_ENV_* option."""
 
 
-@dataclass(frozen=True)
 class Settings:
-    """The wrapper's options, read from the environment once."""
+    """The wrapper's options, read from the environment once (a plain class: no dataclasses
+    import on the cold-start path)."""
 
-    port: int
-    token: str | None
-    leave_unresolved: bool
-    timeout: float
-    runtime_api: str | None
-    log_level: str
+    __slots__ = ("leave_unresolved", "log_level", "port", "runtime_api", "timeout", "token")
+
+    def __init__(
+        self,
+        *,
+        port: int,
+        token: str | None,
+        leave_unresolved: bool,
+        timeout: float,
+        runtime_api: str | None,
+        log_level: str,
+    ) -> None:
+        self.port = port
+        self.token = token
+        self.leave_unresolved = leave_unresolved
+        self.timeout = timeout
+        self.runtime_api = runtime_api
+        self.log_level = log_level
 
 
 def load_settings(env: Mapping[str, str]) -> Settings:
@@ -101,14 +112,17 @@ def http_call(
     No ``Connection: close``: the extension's fast path serves plain GETs only, and the wrapper
     must not wait for aiohttp to load when it need not.
     """
-    import socket
+    import _socket  # socket.py imports enum, selectors, ...: milliseconds this does not need
 
     give_up = min(deadline, time.monotonic() + CONNECT_RETRY_SECONDS)
     while True:
+        sock = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
         try:
-            sock = socket.create_connection(address, timeout=max(0.01, deadline - time.monotonic()))
+            sock.settimeout(max(0.01, deadline - time.monotonic()))
+            sock.connect(address)
             break
         except ConnectionRefusedError:
+            sock.close()
             # Lambda starts the runtime after the extension bound its socket; elsewhere (RIE,
             # a by-hand run) the extension may still be starting: wait a little, not forever.
             if time.monotonic() + 0.02 > give_up:
@@ -158,10 +172,12 @@ def _recv(sock: object, deadline: float, allow_eof: bool = False) -> bytes:
 # --------------------------------------------------------------------------- resolving
 
 
-def _quote(value: str) -> str:
-    from urllib.parse import quote
+_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 
-    return quote(value, safe="")
+
+def _quote(value: str) -> str:
+    """Percent-encode a query value (urllib.parse would cost an import of its own)."""
+    return "".join(chr(b) if b in _UNRESERVED else f"%{b:02X}" for b in value.encode("utf-8"))
 
 
 def _describe_error(status: int, body: bytes) -> str:
@@ -188,15 +204,24 @@ def _describe_error(status: int, body: bytes) -> str:
     return f"{what} ({error_type})" if error_type else what
 
 
-@dataclass
 class _Call:
     """One request to the extension and what to do with its answer."""
 
-    method: str
-    target: str
-    body: bytes | None
-    on_answer: Callable[[int, bytes], list[_Call]]
-    on_failure: Callable[[str], None]
+    __slots__ = ("body", "method", "on_answer", "on_failure", "target")
+
+    def __init__(
+        self,
+        method: str,
+        target: str,
+        body: bytes | None,
+        on_answer: Callable[[int, bytes], list[_Call]],
+        on_failure: Callable[[str], None],
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.body = body
+        self.on_answer = on_answer
+        self.on_failure = on_failure
 
 
 class Resolver:
@@ -406,8 +431,11 @@ class Resolver:
     # -- running: every call of a round at once, one thread each
 
     def _run(self, calls: list[_Call]) -> list[_Call]:
+        import _thread  # threading.py would cost an import of its own
+
         self.requests += len(calls)
         answers: list[tuple[int, bytes] | BaseException] = [TimeoutError()] * len(calls)
+        done = [_thread.allocate_lock() for _ in calls]
 
         def run_one(index: int) -> None:
             call = calls[index]
@@ -415,17 +443,16 @@ class Resolver:
                 answers[index] = self._fetch(call.method, call.target, call.body)
             except BaseException as exc:  # reported per reference below, never raised
                 answers[index] = exc
+            finally:
+                done[index].release()
 
-        if len(calls) == 1:
-            run_one(0)
-        else:
-            import threading
+        for index, lock in enumerate(done):
+            lock.acquire()
+            _thread.start_new_thread(run_one, (index,))
+        import json  # noqa: F401  (the answers' parser, loaded while the requests are out)
 
-            threads = [threading.Thread(target=run_one, args=(i,)) for i in range(len(calls))]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
+        for lock in done:
+            lock.acquire()
         follow_up: list[_Call] = []
         for call, answer in zip(calls, answers, strict=True):
             if isinstance(answer, BaseException):
@@ -479,10 +506,17 @@ class Resolver:
             raise ResolveFailure("the plaintext is not UTF-8 text") from None
 
 
-def _is_base64(text: str) -> bool:
-    import re
+_BASE64 = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
 
-    return len(text) % 4 == 0 and re.fullmatch(r"[A-Za-z0-9+/]+={0,2}", text) is not None
+
+def _is_base64(text: str) -> bool:
+    body = text.rstrip("=")
+    return (
+        bool(body)
+        and len(text) % 4 == 0
+        and len(text) - len(body) <= 2
+        and all(c in _BASE64 for c in body)
+    )
 
 
 def _secret_forms(value: dict[str, object]) -> set[str]:
@@ -523,14 +557,18 @@ def _transport_reason(exc: BaseException) -> str:
 # --------------------------------------------------------------------------- the wrapper
 
 
-@dataclass(frozen=True)
 class Outcome:
     """What resolving the environment produced: new values and one line per failed variable."""
 
-    resolved: dict[str, str]
-    failures: list[str]
-    references: int
-    requests: int
+    __slots__ = ("failures", "references", "requests", "resolved")
+
+    def __init__(
+        self, resolved: dict[str, str], failures: list[str], references: int, requests: int
+    ) -> None:
+        self.resolved = resolved
+        self.failures = failures
+        self.references = references
+        self.requests = requests
 
 
 def resolve_environment(

@@ -168,3 +168,31 @@ def test_parse_environment_collects_templates_and_malformed_variables_in_name_or
     )
     assert [t.variable for t in templates] == ["A_GOOD", "B_GOOD"]
     assert [m.variable for m in malformed] == ["C_BAD"]
+
+
+def test_references_are_immutable_values_that_dedupe_in_sets() -> None:
+    a, b = SecretReference("db", "pw"), SecretReference("db", "pw")
+    assert a == b and hash(a) == hash(b) and len({a, b}) == 1
+    assert SecretReference("db") != ParameterReference("db")
+    with pytest.raises(AttributeError):
+        a.secret_id = "other"
+    assert repr(ParameterReference("/x", 2)) == (
+        "ParameterReference(name='/x', secure=False, version=2)"
+    )
+
+
+def test_the_wrapper_path_imports_neither_re_nor_dataclasses() -> None:
+    """They cost more than the rest of the wrapper's start; a fresh interpreter proves it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    app = Path(__file__).resolve().parents[2] / "extension"
+    code = (
+        "import sys; sys.path[0] = sys.argv[1]; import secretcache.exec_wrapper; "
+        "print(sorted({'re', 'dataclasses', 'typing', 'socket', 'threading'} & set(sys.modules)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-E", "-S", "-c", code, str(app)], capture_output=True, text=True
+    )
+    assert done.stdout.strip() == "[]", done.stderr
