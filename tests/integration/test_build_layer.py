@@ -93,6 +93,7 @@ def test_top_level_holds_only_the_launcher_the_extension_and_the_client(names: s
     assert {n.split("/")[1] for n in names if n.startswith("python/")} == {"secretcache_client"}
     assert {n.split("/")[1] for n in names if n.startswith("secretcache/")} == {
         "app",
+        "exec-wrapper",
         "lib",
         "licenses",
     }
@@ -104,12 +105,18 @@ def test_launcher_is_the_layer_script_and_executable(layer: zipfile.ZipFile) -> 
     assert layer.read(info) == (REPO / "layer" / "secretcache").read_bytes()
 
 
+def test_exec_wrapper_is_the_layer_script_and_executable(layer: zipfile.ZipFile) -> None:
+    info = layer.getinfo("secretcache/exec-wrapper")
+    assert (info.external_attr >> 16) == stat.S_IFREG | 0o755
+    assert layer.read(info) == (REPO / "layer" / "exec-wrapper").read_bytes()
+
+
 def test_every_other_file_is_0644_and_every_directory_0755(layer: zipfile.ZipFile) -> None:
     for info in layer.infolist():
         mode = info.external_attr >> 16
         if info.is_dir():
             assert mode == stat.S_IFDIR | 0o755, info.filename
-        elif info.filename != "extensions/secretcache":
+        elif info.filename not in ("extensions/secretcache", "secretcache/exec-wrapper"):
             assert mode == stat.S_IFREG | 0o644, info.filename
 
 

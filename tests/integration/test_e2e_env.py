@@ -21,6 +21,7 @@ import pytest
 
 from tests.emulator import InitError, LambdaEmulator
 from tests.integration.conftest import SeededAws
+from tests.support.extension_process import ExtensionProcess
 from tests.support.moto_server import MotoServer
 from tests.support.net import free_port, http_request
 
@@ -362,3 +363,39 @@ def test_the_runtime_gets_the_environment_unchanged_when_nothing_is_referenced(
     assert done.returncode == 0, done.stderr
     got = parse_environ(done.stdout.decode("utf-8", "surrogateescape"))
     assert got == {**env, "PWD": str(tmp_path)}
+
+
+def test_modules_in_the_function_code_never_shadow_the_wrappers_imports(
+    layer_zip: Path,
+    tmp_path: Path,
+    start_extension: Callable[..., ExtensionProcess],
+    seeded_aws: SeededAws,
+) -> None:
+    """The runtime's working directory is the function's code (/var/task); a json.py there must
+    not replace the standard library's in the wrapper. The extension runs elsewhere, standalone,
+    as it would outside Lambda; the wrapper is the layer's, run by hand."""
+    import subprocess
+
+    from tests.emulator import default_python, shared_layer
+
+    extension = start_extension()
+    for module in ("json", "re", "enum"):
+        (tmp_path / f"{module}.py").write_text(f"raise SystemExit('imported ./{module}.py')\n")
+    wrapper = shared_layer(layer_zip) / "secretcache" / "exec-wrapper"
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "SECRETCACHE_PYTHON": default_python(),
+        "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT": str(extension.port),
+        "AWS_SESSION_TOKEN": extension.token,
+        "API_KEY": f"{{{{resolve:ssm-secure:{seeded_aws.secure_param}}}}}",
+    }
+    done = subprocess.run(
+        [str(wrapper), "/usr/bin/env", "-0"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    got = parse_environ(done.stdout.decode())
+    assert got["API_KEY"] == seeded_aws.secure_value
