@@ -12,6 +12,7 @@ import base64
 import json
 import os
 import shutil
+import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.emulator import InitError, LambdaEmulator
+from tests.emulator import InitError, LambdaEmulator, default_python, shared_layer
 from tests.integration.conftest import SeededAws
 from tests.support.extension_process import ExtensionProcess
 from tests.support.moto_server import MotoServer
@@ -336,33 +337,34 @@ def test_node_function_gets_resolved_variables(
     assert os.path.basename(Path(f"/proc/{emu.pid('runtime')}/exe").resolve()).startswith("node")
 
 
+def run_layer_wrapper(layer_zip: Path, cwd: Path, env: dict[str, str]) -> dict[str, str]:
+    """The layer's exec wrapper run by hand on ``env -0``: the environment the runtime gets."""
+    wrapper = shared_layer(layer_zip) / "secretcache" / "exec-wrapper"
+    done = subprocess.run(
+        [str(wrapper), "/usr/bin/env", "-0"],
+        env={"PATH": "/usr/bin:/bin", "SECRETCACHE_PYTHON": default_python(), **env},
+        cwd=cwd,
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return parse_environ(done.stdout.decode("utf-8", "surrogateescape"))
+
+
 def test_the_runtime_gets_the_environment_unchanged_when_nothing_is_referenced(
     layer_zip: Path, tmp_path: Path
 ) -> None:
     """The wrapper's own interpreter may add to its environment (PEP 538 sets LC_CTYPE under a
     C locale); none of that, and none of the launcher's variables, may reach the runtime. The one
     addition is PWD, which a POSIX shell exports (as Lambda's own bootstrap scripts do)."""
-    import subprocess
-
-    from tests.emulator import default_python, shared_layer
-
-    wrapper = shared_layer(layer_zip) / "secretcache" / "exec-wrapper"
-    env = {
+    env = {"LANG": "C", "ODD": "bytes \xe9 and = signs"}
+    got = run_layer_wrapper(layer_zip, tmp_path, env)
+    assert got == {
         "PATH": "/usr/bin:/bin",
-        "LANG": "C",
         "SECRETCACHE_PYTHON": default_python(),
-        "ODD": "bytes \xe9 and = signs",
+        **env,
+        "PWD": str(tmp_path),
     }
-    done = subprocess.run(
-        [str(wrapper), "/usr/bin/env", "-0"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        timeout=30,
-    )
-    assert done.returncode == 0, done.stderr
-    got = parse_environ(done.stdout.decode("utf-8", "surrogateescape"))
-    assert got == {**env, "PWD": str(tmp_path)}
 
 
 def test_modules_in_the_function_code_never_shadow_the_wrappers_imports(
@@ -374,28 +376,12 @@ def test_modules_in_the_function_code_never_shadow_the_wrappers_imports(
     """The runtime's working directory is the function's code (/var/task); a json.py there must
     not replace the standard library's in the wrapper. The extension runs elsewhere, standalone,
     as it would outside Lambda; the wrapper is the layer's, run by hand."""
-    import subprocess
-
-    from tests.emulator import default_python, shared_layer
-
     extension = start_extension()
     for module in ("json", "re", "enum"):
         (tmp_path / f"{module}.py").write_text(f"raise SystemExit('imported ./{module}.py')\n")
-    wrapper = shared_layer(layer_zip) / "secretcache" / "exec-wrapper"
     env = {
-        "PATH": "/usr/bin:/bin",
-        "SECRETCACHE_PYTHON": default_python(),
         "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT": str(extension.port),
         "AWS_SESSION_TOKEN": extension.token,
         "API_KEY": f"{{{{resolve:ssm-secure:{seeded_aws.secure_param}}}}}",
     }
-    done = subprocess.run(
-        [str(wrapper), "/usr/bin/env", "-0"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    got = parse_environ(done.stdout.decode())
-    assert got["API_KEY"] == seeded_aws.secure_value
+    assert run_layer_wrapper(layer_zip, tmp_path, env)["API_KEY"] == seeded_aws.secure_value
