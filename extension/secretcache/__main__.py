@@ -1,7 +1,4 @@
-"""Entry point: python -m secretcache [--name NAME] (the layer's launcher passes its file name).
-
-``python -m secretcache --exec-wrapper RUNTIME ARG...`` is the exec wrapper (exec_wrapper.py).
-"""
+"""Entry point: python -m secretcache [--name NAME] (the layer's launcher passes its file name)."""
 
 import sys
 
@@ -12,11 +9,6 @@ if sys.version_info < (3, 10):  # noqa: UP036
         f"secretcache: this layer needs a Lambda Python runtime 3.10-3.13; found {major}.{minor}\n"
     )
     sys.exit(1)
-
-if __name__ == "__main__" and sys.argv[1:2] == ["--exec-wrapper"]:
-    from secretcache.exec_wrapper import main as exec_wrapper_main
-
-    sys.exit(exec_wrapper_main(sys.argv[2:]))
 
 from secretcache.lifecycle import main
 

@@ -1,13 +1,13 @@
 """The exec wrapper: resolve ``{{resolve:...}}`` references in the environment, exec the runtime.
 
 Lambda runs ``$AWS_LAMBDA_EXEC_WRAPPER <runtime command line>`` instead of the runtime itself;
-the layer's ``/opt/secretcache/exec-wrapper`` runs ``python -m secretcache --exec-wrapper
-<runtime command line>``, which lands here. The references of every variable are fetched from the
-running extension over HTTP on 127.0.0.1, as any client would (the extension binds its socket
-before it registers, and Lambda starts the runtime only after every extension registered), all at
-once (envresolve.py). The values go only into the environment given to ``execve``, so only the
-runtime's ``/proc/<pid>/environ`` ever holds them. Messages name variables and references, never
-a value.
+the layer's ``/opt/secretcache/exec-wrapper`` runs the launcher with ``--exec-wrapper <runtime
+command line>``, which starts the interpreter on :func:`main` here. The references of every
+variable are fetched from the running extension over HTTP on 127.0.0.1, as any client would (the
+extension binds its socket before it registers, and Lambda starts the runtime only after every
+extension registered), all at once (envresolve.py). The values go only into the environment given
+to ``execve``, so only the runtime's ``/proc/<pid>/environ`` ever holds them. Messages name
+variables and references, never a value.
 
 Standard library only and no asyncio: it runs on the critical path of every cold start.
 """
@@ -137,7 +137,7 @@ def _exec_runtime(
 
 
 def main(argv: list[str]) -> int:
-    """``--exec-wrapper [--] RUNTIME ARG...``: resolve, then exec; returns only on failure."""
+    """``[--] RUNTIME ARG...``: resolve, then exec the runtime; returns only on failure."""
     started = time.monotonic()
     environb = initial_environment()
     env = {os.fsdecode(k): os.fsdecode(v) for k, v in environb.items()}
