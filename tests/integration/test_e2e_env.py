@@ -23,6 +23,7 @@ import pytest
 from tests.emulator import InitError, LambdaEmulator, default_python, shared_layer
 from tests.integration.conftest import SeededAws
 from tests.support.extension_process import ExtensionProcess
+from tests.support.fault_proxy import Fault, FaultProxy
 from tests.support.moto_server import MotoServer
 from tests.support.net import free_port, http_request
 
@@ -116,12 +117,13 @@ def sandbox(
             **env,
         }
         handler = str(options.pop("handler", "env_handler.handler"))
+        endpoint_url = str(options.pop("endpoint_url", moto_server.url))
         emu = LambdaEmulator(
             layer_zip,
             code_dir,
             handler,
             function_env,
-            endpoint_url=moto_server.url,
+            endpoint_url=endpoint_url,
             function_name=FUNCTION_NAME,
             **options,  # type: ignore[arg-type]
         )
@@ -290,6 +292,57 @@ def test_leave_unresolved_option_keeps_the_reference_and_starts(
         "secretcache: left unresolved (SECRETCACHE_ENV_ON_ERROR=leave): "
         f"MISSING_PARAM: {reference}: not found (ParameterNotFound)"
     ]
+
+
+@pytest.mark.parametrize("on_error", ["fail", "leave"])
+def test_a_role_without_batch_permissions_resolves_one_by_one_and_names_the_denied_secret(
+    sandbox: Callable[..., LambdaEmulator],
+    moto_server: MotoServer,
+    env_world: EnvWorld,
+    seeded_aws: SeededAws,
+    on_error: str,
+) -> None:
+    """IAM denies BatchGetSecretValue to the role, and GetSecretValue on one secret: the wrapper
+    asks again secret by secret and reports exactly the denied one (AWS's answers, injected by
+    a proxy in front of moto, which enforces no IAM)."""
+    denied = f"env-denied-{uuid.uuid4().hex[:6]}"
+    moto_server.client("secretsmanager").create_secret(Name=denied, SecretString="denied-V4LU3")
+    proxy = FaultProxy(moto_server.port).start()
+    try:
+        proxy.set_fault(Fault.aws_error(400, "AccessDeniedException"), target="BatchGetSecretValue")
+        proxy.set_fault(
+            Fault.aws_error(400, "AccessDeniedException"),
+            target="GetSecretValue",
+            identifier=denied,
+        )
+        env = {
+            "AWS_LAMBDA_EXEC_WRAPPER": WRAPPER,
+            "ALLOWED": f"{{{{resolve:secretsmanager:{seeded_aws.secret_id}}}}}",
+            "DENIED": f"{{{{resolve:secretsmanager:{denied}}}}}",
+            "SECRETCACHE_ENV_ON_ERROR": on_error,
+        }
+        emu = sandbox(HANDLERS, env, endpoint_url=proxy.url)
+        line = (
+            f"DENIED: {{{{resolve:secretsmanager:{denied}}}}}: "
+            "access denied (AccessDeniedException)"
+        )
+        if on_error == "fail":
+            with pytest.raises(InitError) as failed:
+                emu.init()
+            assert failed.value.message == f"secretcache: cannot resolve {line}"
+        else:
+            emu.init()
+            result = emu.invoke({"names": ["ALLOWED", "DENIED"]})
+            assert result.payload["env"] == {
+                "ALLOWED": seeded_aws.secret_value,
+                "DENIED": env["DENIED"],
+            }
+            assert any(line in log.text for log in emu.logs.lines("runtime", "stderr"))
+        assert proxy.count("BatchGetSecretValue") >= 1
+        assert proxy.count("GetSecretValue", seeded_aws.secret_id) == 1
+        assert "denied-V4LU3" not in all_logs(emu)
+    finally:
+        proxy.stop()
 
 
 def test_shell_provided_bootstrap_runs_the_wrapper_itself(
