@@ -305,7 +305,10 @@ class Resolver:
 
         for index, lock in enumerate(done):
             lock.acquire()
-            _thread.start_new_thread(run_one, (index,))
+            try:
+                _thread.start_new_thread(run_one, (index,))
+            except RuntimeError:  # no thread to be had (a tight memory limit): ask in this one
+                run_one(index)
         import json  # noqa: F401  (the answers' parser, loaded while the requests are out)
 
         for lock in done:
