@@ -255,3 +255,18 @@ def test_without_a_token_nothing_is_fetched() -> None:
     outcome = resolve_environment({"A": "{{resolve:ssm:/app/flag}}"}, fake, missing_token=True)
     assert fake.requests == []
     assert "AWS_SESSION_TOKEN is not set" in outcome.failures[0]
+
+
+def test_requests_run_in_the_calling_thread_when_no_thread_can_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import _thread
+
+    def refuse(*args: object) -> int:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(_thread, "start_new_thread", refuse)
+    fake = FakeExtension()
+    env = {"A": "{{resolve:ssm:/app/flag}}", "B": "{{resolve:secretsmanager:plain}}"}
+    assert resolve(env, fake).resolved == {"A": "flag-V4LU3", "B": "plain-V4LU3"}
+    assert len(fake.requests) == 2
