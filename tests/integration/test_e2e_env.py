@@ -374,7 +374,7 @@ def test_node_function_gets_resolved_variables(
 ) -> None:
     node = shutil.which("node")
     if node is None:
-        pytest.skip("node is not installed (.ci/run installs Debian's nodejs)")
+        pytest.skip("node is not installed (.ci/run installs Debian's nodejs when missing)")
     code = FUNCTIONS / "node"
     emu = sandbox(
         code,
