@@ -18,6 +18,15 @@ import os
 import sys
 import time
 
+if sys.version_info < (3, 10):  # noqa: UP036
+    # The launcher may have found an older python3 (not a Lambda Python runtime): one clear line
+    # instead of a traceback from the modules below.
+    sys.stderr.write(
+        "secretcache: the exec wrapper needs Python 3.10 or newer; found "
+        f"{sys.version_info[0]}.{sys.version_info[1]}\n"
+    )
+    sys.exit(1)
+
 from .envrefs import has_reference
 from .envresolve import TIMEOUT_VARIABLE, resolve_environment
 from .loopback_http import http_call

@@ -438,3 +438,28 @@ def test_modules_in_the_function_code_never_shadow_the_wrappers_imports(
         "API_KEY": f"{{{{resolve:ssm-secure:{seeded_aws.secure_param}}}}}",
     }
     assert run_layer_wrapper(layer_zip, tmp_path, env)["API_KEY"] == seeded_aws.secure_value
+
+
+def test_an_interpreter_older_than_3_10_fails_with_one_line(
+    layer_zip: Path, tmp_path: Path
+) -> None:
+    """Before the layer carries its own Python, the launcher may find an old python3 on a
+    non-Python runtime: the wrapper says so in one line, no traceback."""
+    import glob
+
+    old = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.[6-9].*/bin/python3.[6-9]")))
+    if not old:
+        pytest.skip("no Python older than 3.10 on this machine")
+    wrapper = shared_layer(layer_zip) / "secretcache" / "exec-wrapper"
+    done = subprocess.run(
+        [str(wrapper), "/usr/bin/env"],
+        env={"PATH": "/usr/bin:/bin", "SECRETCACHE_PYTHON": old[-1], "X": "{{resolve:ssm:/a}}"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr.startswith("secretcache: the exec wrapper needs Python 3.10 or newer")
+    assert done.stderr.count("\n") == 1
