@@ -1,5 +1,6 @@
 """What the exec wrapper adds to INIT: cold starts without it, with it and no reference, and with
-1, 10 and 50 references (each a secret of its own, so 50 references are 50 secrets).
+1, 10 and 50 references (each a secret of its own, so 50 references are 50 secrets), and, to
+compare, no wrapper with a function that reads one secret through secretcache_client at import.
 
 Every cold start is a fresh sandbox on the emulator with a function that does nothing at import,
 so the runtime's INIT (runtime exec -> its first ``invocation/next``) is the runtime's start plus,
@@ -36,10 +37,17 @@ def seed(moto: Any) -> None:
         sm.create_secret(Name=secret_name(i), SecretString=f"env-bench-value-{i:02d}")
 
 
+#: The comparison: no wrapper, the function reads one secret through secretcache_client at import.
+HANDLER_READS_ONE = -1
+
+
 def variant_env(references: int | None) -> dict[str, str]:
-    """None: no wrapper; 0: the wrapper with nothing to resolve; N: N references."""
+    """None: no wrapper; 0: the wrapper with nothing to resolve; N: N references;
+    HANDLER_READS_ONE: no wrapper, the handler reads one secret at INIT instead."""
     if references is None:
         return {}
+    if references == HANDLER_READS_ONE:
+        return {"BENCH_SECRET_ID": secret_name(0)}
     env = {"AWS_LAMBDA_EXEC_WRAPPER": WRAPPER}
     for i in range(references):
         env[f"BENCH_SECRET_{i:02d}"] = f"{{{{resolve:secretsmanager:{secret_name(i)}}}}}"
@@ -52,8 +60,9 @@ def cold_start(layer_dir: Path, moto_url: str, references: int | None) -> dict[s
         "PYTHONDONTWRITEBYTECODE": "1",
         **variant_env(references),
     }
+    handler = "init_reader.handler" if references == HANDLER_READS_ONE else "noop.handler"
     with LambdaEmulator(
-        layer_dir, FIXTURES, "noop.handler", env, endpoint_url=moto_url, init_timeout=30.0
+        layer_dir, FIXTURES, handler, env, endpoint_url=moto_url, init_timeout=30.0
     ) as emu:
         report = emu.init()
         records = []
@@ -66,8 +75,8 @@ def cold_start(layer_dir: Path, moto_url: str, references: int | None) -> dict[s
         ext = report.extensions["secretcache"]
         runtime_exec = emu.phases.first("runtime.exec")
     resolved = next((r for r in records if r.get("event") == "env.resolved"), None)
-    sdk = next((r for r in records if r.get("event") == "sdk.loaded"), {})
-    if references and (resolved is None or resolved.get("unresolved")):
+    sdk: dict[str, Any] = next((r for r in records if r.get("event") == "sdk.loaded"), {})
+    if references and references > 0 and (resolved is None or resolved.get("unresolved")):
         raise RuntimeError(f"the wrapper did not resolve {references} references: {resolved}")
     assert runtime_exec is not None and ext.exec_at is not None
     return {
@@ -85,6 +94,7 @@ def measure(layer_dir: Path, moto: Any, count: int, note: Any = print) -> dict[s
     seed(moto)
     variants: dict[str, int | None] = {"no_wrapper": None, "wrapper_0": 0}
     variants.update({f"wrapper_{n}": n for n in REFERENCE_COUNTS})
+    variants["handler_reads_1"] = HANDLER_READS_ONE
     samples: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
     started = time.monotonic()
     for _ in range(count):
@@ -118,17 +128,20 @@ def render(env: dict[str, Any]) -> list[str]:
     lines = [
         "",
         f"ENV WRAPPER  AWS_LAMBDA_EXEC_WRAPPER, {env['count']} cold starts each, ms median / p99",
-        f"  {'':<22}{'runtime INIT':>18}{'added (median)':>16}{'wrapper own':>18}"
+        f"  {'':<36}{'runtime INIT':>18}{'added (median)':>16}{'wrapper own':>18}"
         f"{'requests':>10}{'ext SDK loaded':>18}",
     ]
     labels = {"no_wrapper": "no wrapper", "wrapper_0": "wrapper, 0 refs"}
     labels.update({f"wrapper_{n}": f"wrapper, {n} refs" for n in REFERENCE_COUNTS})
+    labels["handler_reads_1"] = "no wrapper, handler reads 1 at INIT"
     for name, label in labels.items():
+        if name not in env:
+            continue  # a results file from before this variant existed
         row = env[name]
         added = env["added_ms"].get(name)
         requests = row.get("requests", {}).get("median") if row.get("requests") else None
         lines.append(
-            f"  {label:<22}{cell(row.get('runtime_init_ms')):>18}"
+            f"  {label:<36}{cell(row.get('runtime_init_ms')):>18}"
             f"{'-' if added is None else f'{added:+.1f}':>16}{cell(row.get('wrapper_ms')):>18}"
             f"{'-' if requests is None else f'{requests:.0f}':>10}"
             f"{cell(row.get('exec_to_sdk_loaded_ms')):>18}"
