@@ -7,7 +7,9 @@ A value may hold any number of references among literal text::
     {{resolve:ssm-secure:PARAMETER-NAME[:VERSION]}}
     {{resolve:kms:CIPHERTEXT-VARIABLE[:CONTEXT-KEY=VALUE[,CONTEXT-KEY=VALUE...]]}}
 
-Every ``{{resolve:`` starts a reference; anything that does not match the grammar exactly is a
+``{{secretcache:...}}`` is the same grammar under another opener, for templates CloudFormation
+deploys (it resolves ``{{resolve:...}}`` itself). Every ``{{resolve:`` or ``{{secretcache:``
+starts a reference; anything that does not match the grammar exactly is a
 :class:`MalformedReference`, whose message names the variable and the position, never any text
 of the value (a malformed value may hold a secret pasted by mistake). A well-formed reference
 holds identifiers only, so its text may be shown in messages.
@@ -23,6 +25,10 @@ if TYPE_CHECKING:
 # those two imports cost more than everything else it does before its requests go out.
 
 OPEN = "{{resolve:"
+#: The same grammar under a name CloudFormation leaves alone: in a template, CloudFormation itself
+#: resolves ``{{resolve:...}}`` at deploy time and would store the value in the configuration.
+OPEN_ALIAS = "{{secretcache:"
+OPENERS = (OPEN, OPEN_ALIAS)
 CLOSE = "}}"
 SERVICES = ("secretsmanager", "ssm", "ssm-secure", "kms")
 
@@ -219,7 +225,13 @@ class Template(_Value):
 
 
 def has_reference(value: str) -> bool:
-    return OPEN in value
+    return OPEN in value or OPEN_ALIAS in value
+
+
+def _next_opener(value: str, position: int) -> tuple[int, str]:
+    """Where the next reference starts and its opener; (-1, "") when none is left."""
+    found = [(i, o) for o in OPENERS if (i := value.find(o, position)) >= 0]
+    return min(found) if found else (-1, "")
 
 
 def parse_value(variable: str, value: str) -> Template:
@@ -228,15 +240,15 @@ def parse_value(variable: str, value: str) -> Template:
     sources: list[str] = []
     position = 0
     while True:
-        start = value.find(OPEN, position)
+        start, opener = _next_opener(value, position)
         if start < 0:
             break
         if start > position:
             parts.append(value[position:start])
-        end = value.find(CLOSE, start + len(OPEN))
+        end = value.find(CLOSE, start + len(opener))
         if end < 0:
             raise MalformedReference(variable, start, "no closing '}}'")
-        body = value[start + len(OPEN) : end]
+        body = value[start + len(opener) : end]
         parts.append(_parse_body(variable, start, body))
         sources.append(value[start : end + len(CLOSE)])
         position = end + len(CLOSE)
@@ -253,7 +265,7 @@ def parse_environment(
     malformed: list[MalformedReference] = []
     for name in sorted(environ):
         value = environ[name]
-        if OPEN not in value:
+        if not has_reference(value):
             continue
         try:
             templates.append(parse_value(name, value))

@@ -86,6 +86,8 @@ def env_world(moto_server: MotoServer, seeded_aws: SeededAws) -> EnvWorld:
             f"{{{{resolve:kms:CTX_CIPHERTEXT:LambdaFunctionName={FUNCTION_NAME}}}}}"
         ),
         "UNTOUCHED": "plain {{ not a reference }} text",
+        # The opener for templates that CloudFormation deploys (it resolves {{resolve:...}}).
+        "ALIASED": f"{{{{secretcache:ssm-secure:{seeded_aws.secure_param}}}}}",
     }
     expected = {
         "DB_URL": f"postgres://{SECRET_PARTS[0]}:{SECRET_PARTS[1]}@db.internal:5432/app",
@@ -99,6 +101,7 @@ def env_world(moto_server: MotoServer, seeded_aws: SeededAws) -> EnvWorld:
         "KMS_PLAIN": seeded_aws.kms_plaintext,
         "KMS_WITH_CONTEXT": SECRET_PARTS[4],
         "UNTOUCHED": "plain {{ not a reference }} text",
+        "ALIASED": seeded_aws.secure_value,
     }
     return EnvWorld(env, expected, seeded_aws.secret_id)
 

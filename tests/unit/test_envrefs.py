@@ -196,3 +196,25 @@ def test_the_wrapper_path_imports_neither_re_nor_dataclasses() -> None:
         [sys.executable, "-E", "-S", "-c", code, str(app)], capture_output=True, text=True
     )
     assert done.stdout.strip() == "[]", done.stderr
+
+
+def test_the_secretcache_opener_is_the_same_grammar_for_cloudformation_templates() -> None:
+    template = parse_value(
+        "V", "a{{secretcache:secretsmanager:db::pw}}b{{resolve:ssm:/x:2}}c{{secretcache:kms:E}}"
+    )
+    assert template.references == (
+        SecretReference("db", "pw"),
+        ParameterReference("/x", 2),
+        KmsReference("E"),
+    )
+    assert template.sources == (
+        "{{secretcache:secretsmanager:db::pw}}",
+        "{{resolve:ssm:/x:2}}",
+        "{{secretcache:kms:E}}",
+    )
+    assert template.parts[0] == "a" and template.parts[-2] == "c"
+    with pytest.raises(MalformedReference) as refused:
+        parse_value("V", "x{{secretcache:resolve:ssm:/a}}")
+    assert "at character 2: unknown service" in str(refused.value)
+    templates, _ = parse_environment({"A": "{{secretcache:ssm:/a}}", "B": "{{secretcache"})
+    assert [t.variable for t in templates] == ["A"]
