@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.stats import summary
-from tests.emulator import LambdaEmulator
-from tests.support.net import free_port
+from tools.emulator import LambdaEmulator
+from tools.net import free_port
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 WRAPPER = "/opt/secretcache/exec-wrapper"

@@ -15,6 +15,8 @@ MAX_QUERY_VALUE = 2048
 MAX_BODY_BYTES = 64 * 1024
 #: Request line plus headers.
 MAX_HEADER_BYTES = 8 * 1024
+#: Header fields in one request (aiohttp's own default, applied by both HTTP stacks).
+MAX_HEADERS = 128
 MAX_BATCH_ITEMS = 100
 _LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 

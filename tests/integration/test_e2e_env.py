@@ -20,12 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.emulator import InitError, LambdaEmulator, default_python, shared_layer
 from tests.integration.conftest import SeededAws
 from tests.support.extension_process import ExtensionProcess
 from tests.support.fault_proxy import Fault, FaultProxy
-from tests.support.moto_server import MotoServer
-from tests.support.net import free_port, http_request
+from tools.emulator import InitError, LambdaEmulator, default_python, shared_layer
+from tools.moto_server import MotoServer
+from tools.net import free_port, http_request
 
 FUNCTIONS = Path(__file__).with_name("env_functions")
 WRAPPER = "/opt/secretcache/exec-wrapper"

@@ -10,8 +10,8 @@ from urllib.parse import quote
 import pytest
 
 from tests.support.extension_process import ExtensionProcess
-from tests.support.moto_server import MotoServer
 from tests.support.shapes import PARAMETER_KEYS, SECRET_ENTRY_KEYS
+from tools.moto_server import MotoServer
 
 StartExtension = Callable[..., ExtensionProcess]
 

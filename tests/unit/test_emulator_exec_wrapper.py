@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.emulator import LambdaEmulator, default_python
-from tests.emulator.emulator import BOOTSTRAP
+from tools.emulator import LambdaEmulator, default_python
+from tools.emulator.emulator import BOOTSTRAP
 
 WRAPPER = """#!/bin/sh
 printf '%s\\n' "$@" > "$WRAPPER_RECORD"
