@@ -308,6 +308,10 @@ def render(results: dict[str, Any]) -> str:
                 f"{r['module']} {r['cumulative_ms']:.1f}" for r in prof["after_ready_top"][:5]
             ),
         ]
+    if results.get("env_wrapper"):
+        from bench.env_wrapper import render as render_env_wrapper
+
+        lines += render_env_wrapper(results["env_wrapper"])
     targets = results.get("targets") or []
     if targets:
         lines += ["", "TARGETS", f"  {'':<52}{'measured':>14}{'target':>16}"]

@@ -10,7 +10,8 @@ Order of the run (every process on loopback; moto server is AWS):
    (hit via secretcache_client, hit via http.client, miss) and, in the same run, direct boto3,
    Powertools' cached get_secret and a bare asyncio loopback server (the floor);
 5. throughput with 8 connections (wrk), against the extension and against the floor;
-6. the function's own import: secretcache_client versus boto3 versus Powertools.
+6. the function's own import: secretcache_client versus boto3 versus Powertools;
+7. what the exec wrapper (secrets as environment variables) adds to INIT: 0, 1, 10, 50 references.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench import function_import, load, report, startup  # noqa: E402
+from bench import env_wrapper, function_import, load, report, startup  # noqa: E402
 from bench.memory import RssSampler, rss_kib  # noqa: E402
 from bench.reads import Target, WorkerPool  # noqa: E402
 from bench.stats import summary  # noqa: E402
@@ -81,7 +82,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--skip",
         action="append",
         default=[],
-        choices=["startup", "reads", "imports"],
+        choices=["startup", "reads", "imports", "envwrapper"],
         help="leave a section out (repeatable)",
     )
     args = parser.parse_args(argv)
@@ -94,6 +95,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "slow_reads_each_of_8": 25 if quick else 100,
         "wrk_seconds": 2 if quick else 5,
         "import_repeats": 5 if quick else 15,
+        "env_cold_starts": 3 if quick else 10,
     }
     return args
 
@@ -478,6 +480,10 @@ def run(args: argparse.Namespace) -> int:
             results["import_profile"] = run_import_profile(layers["with_pyc"], moto.url)
             results["memory_by_interpreter"] = run_memory_by_interpreter(layers, moto.url)
         run_sandbox(args, layers, moto.url, results)
+        if "envwrapper" not in args.skip:
+            results["env_wrapper"] = env_wrapper.measure(
+                layers["with_pyc"], moto, args.plan["env_cold_starts"], note
+            )
     results["meta"]["duration_s"] = round(time.monotonic() - started, 1)
     results["meta"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     results["targets"] = report.evaluate(results)

@@ -8,6 +8,7 @@
 Layout of each layer (the launcher and the extension's bootstrap rely on it exactly):
 
     extensions/secretcache                 launcher (POSIX sh), mode 0755
+    secretcache/exec-wrapper               AWS_LAMBDA_EXEC_WRAPPER script (POSIX sh), mode 0755
     secretcache/app/secretcache/           the extension package (+ .pyc)
     secretcache/lib/common/                pure-Python vendored dependencies (+ .pyc)
     secretcache/lib/cp313-<machine>/       dependencies with compiled wheels (stripped, + .pyc)
@@ -58,6 +59,7 @@ ROOT = Path(__file__).resolve().parent.parent
 APP_SRC = ROOT / "extension" / "secretcache"
 CLIENT_SRC = ROOT / "handler_client" / "secretcache_client"
 LAUNCHER_SRC = ROOT / "layer" / "secretcache"
+EXEC_WRAPPER_SRC = ROOT / "layer" / "exec-wrapper"
 PYTHON_LOCK = ROOT / "layer" / "python-debs.lock"
 TEST_LOCK = ROOT / "layer" / "test-debs.lock"
 BUILD = Path(os.environ.get("SECRETCACHE_BUILD_DIR") or ROOT / "build").resolve()
@@ -372,7 +374,10 @@ def write_layers(
     """Step 6: one zip per architecture, and each unpacked next to it."""
     for arch in ARCHITECTURES:
         folder = TARGETS[arch].folder
-        members: list[tuple[str, Path]] = [("extensions/secretcache", LAUNCHER_SRC)]
+        members: list[tuple[str, Path]] = [
+            ("extensions/secretcache", LAUNCHER_SRC),
+            ("secretcache/exec-wrapper", EXEC_WRAPPER_SRC),
+        ]
         members += layer_zip.walk_files(app, "secretcache/app/secretcache")
         members += layer_zip.walk_files(common, "secretcache/lib/common")
         members += layer_zip.walk_files(deps[arch], f"secretcache/lib/{folder}")
@@ -506,6 +511,7 @@ def build(args: argparse.Namespace) -> int:
         client_ids,
         epoch,
         layer_zip.sha256_file(LAUNCHER_SRC),
+        layer_zip.sha256_file(EXEC_WRAPPER_SRC),
         digest_files(app_files, APP_SRC),
         digest_files(client_files, CLIENT_SRC),
         str(dist),

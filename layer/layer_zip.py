@@ -1,7 +1,7 @@
 """The layer zip: written byte-for-byte reproducibly, unpacked with its modes, sized.
 
 Members in sorted order, timestamps from one epoch, permissions 0755 for what is executed
-(the launcher, the bundled loader and interpreter) and 0644 for the rest, no extra fields.
+(the launcher, the exec wrapper, the bundled loader and interpreter) and 0644 for the rest, no extra fields.
 """
 
 from __future__ import annotations
@@ -20,7 +20,11 @@ MAX_ZIPPED = 50 * 1024 * 1024  # Lambda: direct-upload deployment package
 MAX_UNZIPPED = 250 * 1024 * 1024  # Lambda: function + all layers, unzipped
 ROOT = Path(__file__).resolve().parent.parent
 # What Lambda (or the launcher) executes: every other member is 0644.
-EXECUTABLES = ("extensions/secretcache", "secretcache/python/bin/python3.13")
+EXECUTABLES = (
+    "extensions/secretcache",
+    "secretcache/exec-wrapper",
+    "secretcache/python/bin/python3.13",
+)
 LOADER = re.compile(r"secretcache/python/lib/ld-linux-[^/]+")
 
 

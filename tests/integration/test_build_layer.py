@@ -132,6 +132,7 @@ def test_top_level_holds_only_the_launcher_the_extension_and_the_client(names: s
     assert {n.split("/")[1] for n in names if n.startswith("python/")} == {"secretcache_client"}
     assert {n.split("/")[1] for n in names if n.startswith("secretcache/")} == {
         "app",
+        "exec-wrapper",
         "lib",
         "licenses",
         "python",
@@ -144,11 +145,18 @@ def test_launcher_is_the_layer_script_and_executable(layer: zipfile.ZipFile) -> 
     assert layer.read(info) == (REPO / "layer" / "secretcache").read_bytes()
 
 
-def test_only_the_launcher_loader_and_interpreter_are_executable(
+def test_exec_wrapper_is_the_layer_script_and_executable(layer: zipfile.ZipFile) -> None:
+    info = layer.getinfo("secretcache/exec-wrapper")
+    assert (info.external_attr >> 16) == stat.S_IFREG | 0o755
+    assert layer.read(info) == (REPO / "layer" / "exec-wrapper").read_bytes()
+
+
+def test_only_the_launcher_wrapper_loader_and_interpreter_are_executable(
     layer: zipfile.ZipFile, machine: str
 ) -> None:
     executables = {
         "extensions/secretcache",
+        "secretcache/exec-wrapper",
         "secretcache/python/bin/python3.13",
         f"secretcache/python/lib/{LOADERS[machine]}",
     }

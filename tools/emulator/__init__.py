@@ -36,6 +36,11 @@ Usage::
     ``runtime_python``: interpreter of the runtime process (default: the same real interpreter);
     it runs with ``-S`` and ``PYTHONPATH`` = code dir + ``/opt/python`` unless
     ``runtime_site_packages=True``.
+    ``runtime_command``: another runtime's command line (a Node runtime loop, a ``provided``
+    bootstrap) instead of the Python runtime. ``AWS_LAMBDA_EXEC_WRAPPER`` in ``env`` is honoured
+    as Lambda's managed runtimes do (the wrapper is run with the runtime's command line; a value
+    under ``/opt/`` points into the unpacked layer); ``honour_exec_wrapper=False`` for an OS-only
+    (``provided``) runtime, where Lambda runs the function's own bootstrap and no wrapper.
     ``echo``: True prints every captured line to stderr; a callable receives each ``LogLine``.
 
 Lifecycle rules enforced: the registered name must equal the extension's file name

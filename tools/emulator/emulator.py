@@ -225,6 +225,8 @@ class LambdaEmulator:
         python: Any = _USE_DEFAULT,
         runtime_python: str | None = None,
         runtime_site_packages: bool = False,
+        runtime_command: list[str] | None = None,
+        honour_exec_wrapper: bool = True,
         session_token: str | None = None,
         echo: bool | Callable[[LogLine], None] = False,
         workdir: str | os.PathLike[str] | None = None,
@@ -243,6 +245,8 @@ class LambdaEmulator:
         self.python: str | None = default_python() if python is _USE_DEFAULT else python
         self.runtime_python = runtime_python or default_python()
         self.runtime_site_packages = runtime_site_packages
+        self.runtime_command = runtime_command
+        self.honour_exec_wrapper = honour_exec_wrapper
         self.session_token = session_token or secrets.token_urlsafe(32)
         self.function_arn = f"arn:aws:lambda:{region}:{ACCOUNT_ID}:function:{function_name}"
         self._echo = echo
@@ -631,6 +635,10 @@ class LambdaEmulator:
                 env.pop(key, None)
             else:
                 env[key] = value
+        wrapper = env.get("AWS_LAMBDA_EXEC_WRAPPER", "")
+        if wrapper.startswith("/opt/"):
+            # The layer is unpacked here, not at /opt: point the variable where /opt is.
+            env["AWS_LAMBDA_EXEC_WRAPPER"] = str(self.opt / wrapper[len("/opt/") :])
         return env
 
     def _spawn(self, source: str, argv: list[str], env: dict[str, str]) -> _Process:
@@ -740,10 +748,17 @@ class LambdaEmulator:
         ]
         env["PYTHONPATH"] = os.pathsep.join(paths)
         env["PYTHONUNBUFFERED"] = "1"
-        argv = [self.runtime_python]
-        if not self.runtime_site_packages:
-            argv.append("-S")  # the handler sees its code, /opt/python and the stdlib only
-        argv.append(str(BOOTSTRAP))
+        if self.runtime_command is not None:
+            argv = list(self.runtime_command)
+        else:
+            argv = [self.runtime_python]
+            if not self.runtime_site_packages:
+                argv.append("-S")  # the handler sees its code, /opt/python and the stdlib only
+            argv.append(str(BOOTSTRAP))
+        wrapper = env.get("AWS_LAMBDA_EXEC_WRAPPER")
+        if wrapper and self.honour_exec_wrapper:
+            # As the managed runtimes' bootstrap does: the wrapper gets the runtime's command line.
+            argv = [wrapper, *argv]
         self._runtime_exec_at = time.monotonic()
         self.phases.add(RUNTIME, "runtime.exec", self._runtime_exec_at)
         self._runtime = self._spawn(RUNTIME, argv, env)
