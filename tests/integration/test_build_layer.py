@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.bare_root import BOOT
 from tools.moto_server import MotoServer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,10 +33,6 @@ ELF_MACHINE = {"x86_64": 0x3E, "aarch64": 0xB7}
 LOADERS = {"x86_64": "ld-linux-x86-64.so.2", "aarch64": "ld-linux-aarch64.so.1"}
 CLIENT_VERSIONS = ("3.10", "3.11", "3.12")  # + the bundled 3.13
 HOST_ARCH = next((a for a, m in ARCHES.items() if m == platform.machine()), None)
-BOOT = (
-    "import sys, runpy; sys.path.insert(0, sys.argv.pop(1)); "
-    'runpy.run_module("secretcache", run_name="__main__", alter_sys=True)'
-)
 
 sys.path.insert(0, str(REPO / "layer"))
 import build_layer  # noqa: E402  (layer/ is not a package)
@@ -591,6 +588,21 @@ def test_launcher_starts_the_bundled_python_with_python_variables_ignored(unpack
         unpacked,
     )
     assert done.returncode != 0
+    assert "registration failed" in done.stderr, done.stderr
+
+
+def test_modules_in_the_working_directory_never_shadow_the_extensions_imports(
+    unpacked: Path, tmp_path: Path
+) -> None:
+    """Lambda may start the extension with the function's code as its working directory."""
+    for name in ("json", "socket", "secretcache", "runpy"):
+        (tmp_path / f"{name}.py").write_text('raise SystemExit("shadowed: imported from cwd")\n')
+    done = run_launcher(
+        str(unpacked / "extensions" / "secretcache"),
+        {"PATH": "/nonexistent", "AWS_LAMBDA_RUNTIME_API": "127.0.0.1:9"},
+        tmp_path,
+    )
+    assert "shadowed" not in done.stderr, done.stderr
     assert "registration failed" in done.stderr, done.stderr
 
 

@@ -27,8 +27,8 @@ LOADERS = {"x86_64": "ld-linux-x86-64.so.2", "aarch64": "ld-linux-aarch64.so.1"}
 # The launcher's final exec, spelled out for roots where a kernel exec of the layer's ELF files
 # cannot work (arm64 on an x86_64 host without binfmt): qemu goes in front.
 BOOT = (
-    "import sys, runpy; sys.path.insert(0, sys.argv.pop(1)); "
-    'runpy.run_module("secretcache", run_name="__main__", alter_sys=True)'
+    "import sys; sys.path[:] = [sys.argv.pop(1)] + [p for p in sys.path if p]; "
+    'import runpy; runpy.run_module("secretcache", run_name="__main__", alter_sys=True)'
 )
 
 
