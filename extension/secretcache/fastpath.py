@@ -36,11 +36,18 @@ from .read_requests import ParameterRead, SecretRead
 from .reads import Reads, Response
 from .status import Status
 
-_ROUTES: dict[bytes, Callable[[Pairs], SecretRead | ParameterRead]] = {
+Route = Callable[[Pairs], SecretRead | ParameterRead]
+_ROUTES: dict[bytes, Route] = {
     b"/secretsmanager/get": SecretRead.from_query,
     b"/secretsmanager/get/": SecretRead.from_query,
     b"/systemsmanager/parameters/get": ParameterRead.from_query,
     b"/systemsmanager/parameters/get/": ParameterRead.from_query,
+}
+#: SECRETCACHE_COMPAT=agent: `/secretsmanager/get` parsed by the Agent's rules, Agent-shaped.
+_AGENT_ROUTES: dict[bytes, Route] = {
+    **_ROUTES,
+    b"/secretsmanager/get": SecretRead.from_agent_query,
+    b"/secretsmanager/get/": SecretRead.from_agent_query,
 }
 #: What the fast path takes (anything else goes to aiohttp's stricter parser): a target of
 #: printable ASCII without space or fragment, token-character header names, no control bytes.
@@ -48,8 +55,9 @@ _TARGET = re.compile(rb"/[!-\"$-~]*")
 _HEADER_NAME = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
 _HEADER_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
 _TOKEN_HEADERS = (b"x-aws-parameters-secrets-token", b"x-vault-token")
-#: Headers whose presence means the request is not a plain bodiless GET.
-_NOT_FAST = frozenset({b"transfer-encoding", b"expect", b"upgrade"})
+#: Headers whose presence means the request is not a plain bodiless GET, or (X-Forwarded-For)
+#: is refused: aiohttp answers those, so the check costs the hot path no extra step.
+_NOT_FAST = frozenset({b"transfer-encoding", b"expect", b"upgrade", b"x-forwarded-for"})
 _JSON_HEADERS = b"Content-Type: application/json\r\nCache-Control: no-store\r\n"
 #: What a request head must start with to be worth waiting for on the fast path.
 _GET = b"GET /"
@@ -96,6 +104,7 @@ class FastPath:
         self.max_connections = max_connections
         self.request_timeout = request_timeout
         self.status = status
+        self.routes = _AGENT_ROUTES if reads.config.compat == "agent" else _ROUTES
         #: Every connection we answer for, fast or handed off; weak so none is counted forever.
         self.live: weakref.WeakSet[Any] = weakref.WeakSet()
         self._handoff: Callable[[Callable[[Any], None]], asyncio.Protocol] | None = None
@@ -290,7 +299,7 @@ class FastPathProtocol(asyncio.Protocol):
         if _TARGET.fullmatch(target) is None:
             return None
         path, _, raw_query = target.partition(b"?")
-        route = _ROUTES.get(path)
+        route = hub.routes.get(path)
         if route is None:
             return None
         token = host = length = None
