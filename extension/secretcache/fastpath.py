@@ -3,10 +3,11 @@
 A cache hit through aiohttp costs ~45 us of server CPU (parser, request objects, middlewares);
 the reads that dominate a function's traffic (`GET /secretsmanager/get`,
 `GET /systemsmanager/parameters/get`, with the token, no body) need far less. This protocol
-serves exactly those requests, hits and misses, with the same rules (`query.py`) and the same
-bytes from the same cache. Anything else (another path or method, a body, an unusual header,
-a request line or query the fast path would reject) hands the connection to aiohttp for the
-rest of its life, so every rejection is still rendered by the one error path in `server.py`.
+serves exactly those requests and the Secrets Manager Agent's `GET /v1/<plain id>`, hits and
+misses, with the same rules (`query.py`) and the same bytes from the same cache. Anything else
+(another path or method, a body, an unusual header, a request line or query the fast path would
+reject) hands the connection to aiohttp for the rest of its life, so every rejection is still
+rendered by the one error path in `server.py`.
 
 It needs no aiohttp, so it serves as soon as the socket is bound; a connection that needs
 aiohttp before it has loaded waits for it.
@@ -299,7 +300,7 @@ class FastPathProtocol(asyncio.Protocol):
         if _TARGET.fullmatch(target) is None:
             return None
         path, _, raw_query = target.partition(b"?")
-        route = hub.routes.get(path)
+        route = hub.routes.get(path) or _agent_path_route(path)
         if route is None:
             return None
         token = host = length = None
@@ -433,6 +434,18 @@ class FastPathProtocol(asyncio.Protocol):
             transport.close()
         if self.reading_paused:
             transport.resume_reading()
+
+
+def _agent_path_route(path: bytes) -> Route | None:
+    """The Agent's `/v1/<id>` when the id is plain (no escape, no dot segment), else None.
+
+    Only on a miss of the fixed routes, so their hits pay nothing for it. A plain id is the same
+    text to aiohttp, so both stacks read the same secret; anything else goes to aiohttp.
+    """
+    if path[:4] != b"/v1/" or len(path) == 4 or b"%" in path or b"/." in path:
+        return None
+    secret_id = path[4:].decode("ascii")
+    return lambda pairs: SecretRead.from_agent_path(secret_id, pairs)
 
 
 def _may_become_fast(partial: bytes) -> bool:

@@ -283,6 +283,18 @@ def test_row16_cached_until_refresh_now(ext: ExtensionProcess, moto_server: Moto
     assert agent_ok(third)["VersionStages"] == ["AWSCURRENT"]
 
 
+def test_v1_hits_are_served_by_the_fast_path_and_match_aiohttps_bytes(
+    ext: ExtensionProcess, aws: Seeded
+) -> None:
+    fast = ext.get(f"/v1/{aws.slashed}")
+    assert "server" not in fast.headers  # the fast path sends no Server header; aiohttp does
+    escaped = ext.get(f"/v1/{aws.slashed.replace('/', '%2F')}")  # an escape: aiohttp answers
+    assert "server" in escaped.headers
+    assert escaped.body == fast.body
+    refused = ext.get(f"/v1/{aws.slashed}", token="wrong")
+    assert agent_error(refused, 403)["__type"] == "BadToken"
+
+
 def test_agent_and_aws_shapes_of_one_secret_are_cached_apart(
     ext: ExtensionProcess, aws: Seeded
 ) -> None:
