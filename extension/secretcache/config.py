@@ -108,6 +108,12 @@ class Config:
     token_source: str = "AWS_SESSION_TOKEN"
     #: "aws" (AWS's extension) or "agent" (the Secrets Manager Agent) on /secretsmanager/get.
     compat: str = "aws"
+    #: Lambda SnapStart (AWS_LAMBDA_INITIALIZATION_TYPE=snap-start): INIT ends in a snapshot.
+    snapstart: bool = False
+    #: Under SnapStart, prefetch at INIT and keep the values in the snapshot (default: do not;
+    #: warm right after restore instead, each sandbox after a random delay up to the jitter).
+    snapstart_prefetch: bool = False
+    snapstart_jitter: float = 1.0
     lambda_runtime_api: str | None = None
     function_name: str | None = None
     #: AWS_REGION (set by Lambda) or AWS_DEFAULT_REGION; None lets the SDK decide.
@@ -149,6 +155,9 @@ class Config:
             "requestTimeoutSeconds": self.request_timeout,
             "tokenSource": self.token_source,
             "compat": self.compat,
+            "snapStart": self.snapstart,
+            "snapStartPrefetch": self.snapstart_prefetch,
+            "snapStartJitterSeconds": self.snapstart_jitter,
             "mode": "lambda" if self.in_lambda else "standalone",
             "prefetch": [item.label for item in self.prefetch],
             "prefetchRequired": self.prefetch_required,
@@ -349,6 +358,9 @@ def load_config(env: Mapping[str, str]) -> Config:
         token=token,
         token_source=token_source,
         compat=compat,
+        snapstart=_raw(env, "AWS_LAMBDA_INITIALIZATION_TYPE") == "snap-start",
+        snapstart_prefetch=_bool(env, "SECRETCACHE_SNAPSTART_PREFETCH", False),
+        snapstart_jitter=_int(env, "SECRETCACHE_SNAPSTART_JITTER_MILLIS", 1000, 0, 60_000) / 1000.0,
         lambda_runtime_api=_raw(env, "AWS_LAMBDA_RUNTIME_API"),
         function_name=_raw(env, "AWS_LAMBDA_FUNCTION_NAME"),
         region=_raw(env, "AWS_REGION") or _raw(env, "AWS_DEFAULT_REGION"),
