@@ -163,7 +163,7 @@ def render(results: dict[str, Any]) -> str:
             "",
             f"START-UP  ms from the extension's exec, {su['count']} cold starts each"
             "                 median / p99",
-            f"  {'':<50}{'shipped .pyc':>18}{'no .pyc':>18}",
+            f"  {'':<50}{'bundled .pyc':>18}{'bundled no .pyc':>18}{'runtime 3.13':>18}",
         ]
         rows = [
             ("exec -> main() (launcher + interpreter)", "exec_to_main_ms"),
@@ -177,15 +177,24 @@ def render(results: dict[str, Any]) -> str:
         ]
         for label, key in rows:
             cells = []
-            for variant in ("with_pyc", "without_pyc"):
-                s = su[variant][key]
-                cells.append(f"{_f(s['median'])} / {_f(s['p99'])}")
-            lines.append(f"  {label:<50}{cells[0]:>18}{cells[1]:>18}")
+            for variant in ("with_pyc", "without_pyc", "runtime_python"):
+                s = (su.get(variant) or {}).get(key)
+                cells.append(f"{_f(s['median'])} / {_f(s['p99'])}" if s else "-")
+            lines.append(f"  {label:<50}{cells[0]:>18}{cells[1]:>18}{cells[2]:>18}")
         b = su.get("bare_interpreter_spawn_to_exit_ms") or {}
+        if "median" in b:  # results written before the bundled interpreter
+            b = {"runtime_python": b}
+        bundled, runtime = b.get("bundled") or {}, b.get("runtime_python") or {}
         lines.append(
             f"  {'baseline: python -S -c pass, spawn -> exit':<50}"
-            f"{_f(b.get('median')) + ' / ' + _f(b.get('p99')):>18}"
+            f"{_f(bundled.get('median')) + ' / ' + _f(bundled.get('p99')):>18}{'':>18}"
+            f"{_f(runtime.get('median')) + ' / ' + _f(runtime.get('p99')):>18}"
         )
+        if su.get("runtime_python_path"):
+            lines.append(
+                f"  bundled = the layer's own Debian 3.13; runtime 3.13 = the extension on "
+                f"{su['runtime_python_path']} (SECRETCACHE_PYTHON), as on the python3.13 runtime"
+            )
     mem = results.get("memory")
     if mem:
         lines += [
@@ -198,6 +207,19 @@ def render(results: dict[str, Any]) -> str:
             f"{_f(mem['rss_after_fill_mib']):>10}",
             f"  {'added per 1000 entries':<50}{_f(mem['added_per_1000_entries_mib']):>10}",
         ]
+    by = results.get("memory_by_interpreter")
+    if by:
+        lines += [
+            "",
+            f"MEMORY BY INTERPRETER  extension RSS, MiB{'bundled':>21}{'runtime 3.13':>14}",
+        ]
+        for label, key in (
+            ("at ready", "rss_ready_mib"),
+            ("after the SDK loaded", "rss_sdk_loaded_mib"),
+        ):
+            bundled = (by.get("with_pyc") or {}).get(key)
+            runtime = (by.get("runtime_python") or {}).get(key)
+            lines.append(f"  {label:<50}{_f(bundled):>10}{_f(runtime):>14}")
     reads = results.get("reads")
     if reads:
         names = {
@@ -275,7 +297,7 @@ def render(results: dict[str, Any]) -> str:
     if prof:
         lines += [
             "",
-            f"START-UP IMPORTS  one cold start under PYTHONPROFILEIMPORTTIME (exec -> ready "
+            f"START-UP IMPORTS  one cold start under -X importtime (exec -> ready "
             f"{_f(prof['exec_to_ready_ms'])} ms with the profiler on)",
             "  before event/next (top-level, cumulative ms): "
             + ", ".join(

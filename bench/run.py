@@ -2,7 +2,9 @@
 
 Order of the run (every process on loopback; moto server is AWS):
 1. cold starts on the emulator, with and without the shipped ``.pyc``, interleaved;
-2. one cold start under ``PYTHONPROFILEIMPORTTIME`` (what the start-up spends importing);
+   and, interleaved with them, the extension on a runtime's python3.13 (SECRETCACHE_PYTHON)
+   next to the layer's bundled interpreter;
+2. one cold start under ``-X importtime`` (what the start-up spends importing);
 3. one long-lived sandbox: RSS at ready, after the SDK loaded, after 1000 cached 4 KiB secrets;
 4. read latency from handler-like worker processes, sequential and 8 at once, for the extension
    (hit via secretcache_client, hit via http.client, miss) and, in the same run, direct boto3,
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import functools
 import hashlib
 import json
 import os
@@ -26,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -116,17 +120,17 @@ def start_floor_server(
     body_size: int, mode: str = "asyncio", layer_dir: Path | None = None
 ) -> tuple[subprocess.Popen[str], int]:
     """The floor server as a process; ``aiohttp`` mode uses the layer's vendored aiohttp."""
-    from tools.emulator import default_python
     from tools.net import free_port
 
     port = free_port()
     env = dict(os.environ)
     argv = [sys.executable, "-m", "bench.floor_server", str(port), str(body_size), mode]
     if mode == "aiohttp" and layer_dir is not None:
+        # The layer's vendored aiohttp on the layer's own interpreter, as the extension runs.
         lib = layer_dir / "secretcache" / "lib"
-        tag = f"cp{sys.version_info[0]}{sys.version_info[1]}-{os.uname().machine}"
+        tag = f"cp313-{os.uname().machine}"
         env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(lib / tag), str(lib / "common")])
-        argv[0:1] = [default_python(), "-S"]
+        argv[0:1] = [*startup.bundled_command(layer_dir), "-S"]
     proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     if proc.stdout.readline().strip() != "listening":
@@ -167,9 +171,9 @@ def environment_facts(layer_zip: Path, plan: dict[str, Any]) -> dict[str, Any]:
         except OSError:
             return ""
 
-    from tools.emulator import default_python
-
     wrk = run("wrk", "--version") if load.wrk_available() else ""
+    with zipfile.ZipFile(layer_zip) as zf:
+        bundled = [n for n in zf.namelist() if n == "secretcache/python/bin/python3.13"]
     return {
         "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "git_commit": run("git", "rev-parse", "--short", "HEAD"),
@@ -178,9 +182,8 @@ def environment_facts(layer_zip: Path, plan: dict[str, Any]) -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "platform": platform.platform(),
-        "extension_python": run(
-            default_python(), "-c", "import sys; print(sys.version.split()[0])"
-        ),
+        "extension_python": "bundled 3.13 (Debian)" if bundled else "none in the layer",
+        "runtime_python": startup.runtime_python(),
         "bench_python": platform.python_version(),
         "wrk": wrk.splitlines()[0].split("[")[0].replace("debian/", "").strip() if wrk else None,
         "plan": plan,
@@ -194,22 +197,40 @@ def note(message: str) -> None:
 # ----------------------------------------------------------------------------- sections
 
 
-def run_startup(layers: dict[str, Path], moto_url: str, count: int) -> dict[str, Any]:
-    from tools.emulator import default_python
+def startup_variants(layers: dict[str, Path]) -> dict[str, tuple[Path, dict[str, str | None]]]:
+    """name -> (unpacked layer, function environment): bundled with and without .pyc, and the
+    runtime-Python path (a python3.13 of this machine as SECRETCACHE_PYTHON) where there is one."""
+    variants: dict[str, tuple[Path, dict[str, str | None]]] = {
+        "with_pyc": (layers["with_pyc"], dict(startup.BUNDLED)),
+        "without_pyc": (layers["without_pyc"], dict(startup.BUNDLED)),
+    }
+    python = startup.runtime_python()
+    if python is not None:
+        variants["runtime_python"] = (layers["with_pyc"], {"SECRETCACHE_PYTHON": python})
+    return variants
 
-    python = default_python()
-    samples: dict[str, list[dict[str, Any]]] = {name: [] for name in layers}
-    bare = []
+
+def run_startup(layers: dict[str, Path], moto_url: str, count: int) -> dict[str, Any]:
+    variants = startup_variants(layers)
+    samples: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
+    baselines: dict[str, list[str]] = {"bundled": startup.bundled_command(layers["with_pyc"])}
+    python = startup.runtime_python()
+    if python is not None:
+        baselines["runtime_python"] = [python]
+    bare: dict[str, list[float]] = {name: [] for name in baselines}
     for i in range(count):
-        for name, layer_dir in layers.items():  # interleaved: drift hits both alike
-            samples[name].append(startup.cold_start(layer_dir, moto_url, HIT_SECRET))
-        bare.append(startup.bare_interpreter_ms(python))
-        note(f"cold start {i + 1}/{count} (with and without .pyc)")
-    out: dict[str, Any] = {"count": count}
+        for name, (layer_dir, env) in variants.items():  # interleaved: drift hits all alike
+            samples[name].append(startup.cold_start(layer_dir, moto_url, HIT_SECRET, extra_env=env))
+        for name, command in baselines.items():
+            bare[name].append(startup.bare_interpreter_ms(command))
+        note(f"cold start {i + 1}/{count} ({', '.join(variants)})")
+    out: dict[str, Any] = {"count": count, "runtime_python_path": python}
     for name, rows in samples.items():
         keys = rows[0].keys()
         out[name] = {key: summary([r[key] for r in rows if r[key] is not None], 1) for key in keys}
-    out["bare_interpreter_spawn_to_exit_ms"] = summary(bare, 1)
+    out["bare_interpreter_spawn_to_exit_ms"] = {
+        name: summary(values, 1) for name, values in bare.items()
+    }
     out["samples"] = samples
     return out
 
@@ -220,13 +241,49 @@ def run_import_profile(layer_dir: Path, moto_url: str) -> dict[str, Any]:
     critical = [r for r in rows if r["before_ready"]]
     background = [r for r in rows if not r["before_ready"]]
     return {
-        "note": "one cold start with PYTHONPROFILEIMPORTTIME=1 (adds its own overhead); "
+        "note": "one cold start with -X importtime (adds its own overhead); "
         "top-level imports only; before_ready = printed before event/next",
         "exec_to_ready_ms": round(profile["exec_to_ready_ms"], 1),
         "critical_path_total_ms": round(sum(r["cumulative_ms"] for r in critical), 1),
         "critical_path_top": critical[:12],
         "after_ready_top": background[:8],
     }
+
+
+def run_memory_by_interpreter(layers: dict[str, Path], moto_url: str) -> dict[str, Any]:
+    """RSS at ready and after the SDK loaded, for each interpreter variant, measured alike."""
+    from tools.emulator import LambdaEmulator
+    from tools.net import free_port
+
+    out: dict[str, Any] = {}
+    for name, (layer_dir, variant_env) in startup_variants(layers).items():
+        if name == "without_pyc":
+            continue
+        port = free_port()
+        env = {
+            **variant_env,
+            "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT": str(port),
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
+        with LambdaEmulator(
+            layer_dir, startup.FIXTURES, "noop.handler", env, endpoint_url=moto_url
+        ) as emu:
+            sampler = RssSampler(functools.partial(emu.pid, "secretcache")).start()
+            try:
+                init = emu.init()
+            finally:
+                sampler.stop()
+            ext = init.extensions["secretcache"]
+            pid = emu.pid("secretcache")
+            assert pid is not None and ext.ready_at is not None
+            startup.wait_healthy(port)
+            time.sleep(0.2)
+            out[name] = {
+                "rss_ready_mib": _mib(sampler.at(ext.ready_at)),
+                "rss_sdk_loaded_mib": _mib(rss_kib(pid)),
+            }
+    note(f"memory by interpreter: {out}")
+    return out
 
 
 def run_sandbox(
@@ -238,7 +295,11 @@ def run_sandbox(
 
     plan = args.plan
     port = free_port()
-    env = {"PARAMETERS_SECRETS_EXTENSION_HTTP_PORT": str(port), "PYTHONDONTWRITEBYTECODE": "1"}
+    env: dict[str, str | None] = {
+        **startup.BUNDLED,
+        "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT": str(port),
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
     with contextlib.ExitStack() as stack:
         emu = stack.enter_context(
             LambdaEmulator(
@@ -415,6 +476,7 @@ def run(args: argparse.Namespace) -> int:
         if "startup" not in args.skip:
             results["startup"] = run_startup(layers, moto.url, args.plan["cold_starts"])
             results["import_profile"] = run_import_profile(layers["with_pyc"], moto.url)
+            results["memory_by_interpreter"] = run_memory_by_interpreter(layers, moto.url)
         run_sandbox(args, layers, moto.url, results)
     results["meta"]["duration_s"] = round(time.monotonic() - started, 1)
     results["meta"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
