@@ -134,12 +134,15 @@ class TtlCache:
         self._inflight: dict[CacheKey, asyncio.Future[bytes]] = {}
         self._background: set[asyncio.Task[None]] = set()
         self.bytes = 0
+        #: While True nothing is stored and every read goes upstream (SnapStart's INIT, so that
+        #: nothing fetched before the snapshot is kept in it).
+        self.holding = False
         #: Where hits, misses, refreshes, stale answers and coalesced waiters are counted.
         self.metrics = metrics if metrics is not None else Metrics()
 
     @property
     def enabled(self) -> bool:
-        return self.max_entries > 0 and self.max_bytes > 0
+        return self.max_entries > 0 and self.max_bytes > 0 and not self.holding
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -21,6 +21,21 @@ MAX_TTL_SECONDS = 86_400
 #: Total time for one upstream request when the *_TIMEOUT_MILLIS variables are 0 (the SDK default).
 DEFAULT_UPSTREAM_TIMEOUT_SECONDS = 5.0
 LOG_LEVELS = ("debug", "info", "warn", "error", "none")
+#: SECRETCACHE_COMPAT: whose answers `/secretsmanager/get` gives. `/v1/<id>` is always the Agent's.
+COMPAT_MODES = ("aws", "agent")
+#: Where the request token comes from, first set wins: AWS's extension's variable, ours, then
+#: the Secrets Manager Agent's remaining sources in its order (its `get_token`).
+TOKEN_SOURCES = (
+    "AWS_SESSION_TOKEN",
+    "SECRETCACHE_TOKEN",
+    "SECRETCACHE_TOKEN_FILE",
+    "AWS_TOKEN",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+)
+#: The Agent's sources, whose value may be `file:///path` (the token is read from that file).
+_FILE_URL_SOURCES = frozenset(
+    {"AWS_TOKEN", "AWS_SESSION_TOKEN", "AWS_CONTAINER_AUTHORIZATION_TOKEN"}
+)
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
 
@@ -91,6 +106,14 @@ class Config:
     request_timeout: float = 10.0
     token: str = field(default="", repr=False)
     token_source: str = "AWS_SESSION_TOKEN"
+    #: "aws" (AWS's extension) or "agent" (the Secrets Manager Agent) on /secretsmanager/get.
+    compat: str = "aws"
+    #: Lambda SnapStart (AWS_LAMBDA_INITIALIZATION_TYPE=snap-start): INIT ends in a snapshot.
+    snapstart: bool = False
+    #: Under SnapStart, prefetch at INIT and keep the values in the snapshot (default: do not;
+    #: warm right after restore instead, each sandbox after a random delay up to the jitter).
+    snapstart_prefetch: bool = False
+    snapstart_jitter: float = 1.0
     lambda_runtime_api: str | None = None
     function_name: str | None = None
     #: AWS_REGION (set by Lambda) or AWS_DEFAULT_REGION; None lets the SDK decide.
@@ -131,6 +154,10 @@ class Config:
             "maxClientConnections": self.max_client_connections,
             "requestTimeoutSeconds": self.request_timeout,
             "tokenSource": self.token_source,
+            "compat": self.compat,
+            "snapStart": self.snapstart,
+            "snapStartPrefetch": self.snapstart_prefetch,
+            "snapStartJitterSeconds": self.snapstart_jitter,
             "mode": "lambda" if self.in_lambda else "standalone",
             "prefetch": [item.label for item in self.prefetch],
             "prefetchRequired": self.prefetch_required,
@@ -179,32 +206,56 @@ def _timeout(env: Mapping[str, str], name: str) -> float:
 
 
 def _token(env: Mapping[str, str]) -> tuple[str, str]:
-    for name in ("AWS_SESSION_TOKEN", "SECRETCACHE_TOKEN"):
+    """The token and the variable it came from (TOKEN_SOURCES order). Never shows a token."""
+    for name in TOKEN_SOURCES:
         raw = _raw(env, name)
-        if raw is not None:
-            return raw, name
-    path = _raw(env, "SECRETCACHE_TOKEN_FILE")
-    if path is not None:
-        try:
-            with open(path, encoding="utf-8") as f:
-                token = f.read().strip()
-        except OSError as exc:
-            raise ConfigError(
-                "SECRETCACHE_TOKEN_FILE", path, f"cannot be read ({exc.strerror})", whole=True
-            ) from None
-        if not token:
-            raise ConfigError("SECRETCACHE_TOKEN_FILE", path, "the file is empty")
-        return token, "SECRETCACHE_TOKEN_FILE"
+        if raw is None:
+            continue
+        if name == "SECRETCACHE_TOKEN_FILE":
+            return _token_file(name, raw), name
+        if name in _FILE_URL_SOURCES and raw.startswith("file://"):
+            return _token_file(name, raw[len("file://") :]), name
+        return raw, name
     raise ConfigError(
         "AWS_SESSION_TOKEN",
         None,
-        "no token to check requests against: set AWS_SESSION_TOKEN, SECRETCACHE_TOKEN "
-        "or SECRETCACHE_TOKEN_FILE",
+        "no token to check requests against: set one of " + ", ".join(TOKEN_SOURCES),
     )
 
 
-def _prefetch(env: Mapping[str, str]) -> tuple[PrefetchItem, ...]:
-    """Parse `kind:target[?option=value&...]` items separated by commas."""
+def _token_file(variable: str, path: str) -> str:
+    """The token held in a file (trimmed); the error names the variable and path, not the file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            token = f.read().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        raise ConfigError(variable, path, f"cannot be read ({reason})", whole=True) from None
+    if not token:
+        raise ConfigError(variable, path, "the file is empty", whole=True)
+    return token
+
+
+def _compat(env: Mapping[str, str]) -> str:
+    raw = _raw(env, "SECRETCACHE_COMPAT")
+    if raw is None:
+        return "aws"
+    if raw.lower() not in COMPAT_MODES:
+        raise ConfigError(
+            "SECRETCACHE_COMPAT",
+            env.get("SECRETCACHE_COMPAT"),
+            "must be aws (AWS's Parameters and Secrets extension, the default) or agent "
+            "(the Secrets Manager Agent's bodies and errors on /secretsmanager/get)",
+        )
+    return raw.lower()
+
+
+def _prefetch(env: Mapping[str, str], compat: str = "aws") -> tuple[PrefetchItem, ...]:
+    """Parse `kind:target[?option=value&...]` items separated by commas.
+
+    Under SECRETCACHE_COMPAT=agent an `sm:` item warms the Agent-shaped entry, which is what
+    `/secretsmanager/get` and `/v1/<id>` then read.
+    """
     from urllib.parse import parse_qsl
 
     name = "SECRETCACHE_PREFETCH"
@@ -231,6 +282,8 @@ def _prefetch(env: Mapping[str, str]) -> tuple[PrefetchItem, ...]:
             )
         try:
             read = _prefetch_read(env, kind, target, pairs)
+            if compat == "agent" and isinstance(read, SecretRead):
+                read = read._replace(agent=True)
         except BadRequest as exc:
             raise ConfigError(name, text, exc.message) from None
         items.append(PrefetchItem(kind=kind, target=target, read=read))
@@ -273,6 +326,7 @@ def load_config(env: Mapping[str, str]) -> Config:
             "must be one of debug, info, warn, error, none",
         )
     token, token_source = _token(env)
+    compat = _compat(env)
     metrics = (_raw(env, "SECRETCACHE_METRICS") or "none").lower()
     if metrics not in ("none", "emf"):
         raise ConfigError(
@@ -303,10 +357,14 @@ def load_config(env: Mapping[str, str]) -> Config:
         / 1000.0,
         token=token,
         token_source=token_source,
+        compat=compat,
+        snapstart=_raw(env, "AWS_LAMBDA_INITIALIZATION_TYPE") == "snap-start",
+        snapstart_prefetch=_bool(env, "SECRETCACHE_SNAPSTART_PREFETCH", False),
+        snapstart_jitter=_int(env, "SECRETCACHE_SNAPSTART_JITTER_MILLIS", 1000, 0, 60_000) / 1000.0,
         lambda_runtime_api=_raw(env, "AWS_LAMBDA_RUNTIME_API"),
         function_name=_raw(env, "AWS_LAMBDA_FUNCTION_NAME"),
         region=_raw(env, "AWS_REGION") or _raw(env, "AWS_DEFAULT_REGION"),
-        prefetch=_prefetch(env),
+        prefetch=_prefetch(env, compat),
         prefetch_required=_bool(env, "SECRETCACHE_PREFETCH_REQUIRED", False),
         path_max_parameters=_int(env, "SECRETCACHE_PATH_MAX_PARAMETERS", 100, 1, 100_000),
         metrics=metrics,

@@ -1,7 +1,9 @@
 """Error hierarchy: each error knows its HTTP status and errorType; rendered in one place.
 
 Messages are written by us from identifiers and AWS error codes, never from request bodies or
-values, so no error text can carry a secret.
+values, so no error text can carry a secret. Each error renders two ways: ours
+(`{"errorType", "message"}` with our status, `to_body`) and the Secrets Manager Agent's
+(`{"__type", "message"}` with the status the Agent would send, `agent_error`).
 """
 
 from __future__ import annotations
@@ -122,3 +124,35 @@ class ServiceUnavailable(SecretcacheError):
     status = 503
     error_type = "ServiceUnavailable"
     transient = True
+
+
+#: Our errorType -> the Agent's __type where the Agent names the failure itself (its
+#: TimeoutError, ConnectionError and InternalFailure for failures that are not AWS's answer).
+_AGENT_TYPES = {
+    "UpstreamTimeout": "TimeoutError",
+    "UpstreamUnavailable": "ConnectionError",
+    "InternalError": "InternalFailure",
+}
+#: Errors that carry an AWS error code; the Agent passes on AWS's status, which for Secrets
+#: Manager (a JSON-protocol service) is 400 for every client error, throttling included.
+_AWS_CLIENT_ERRORS = (AccessDenied, Throttled, UpstreamClientError)
+
+
+def agent_error(error: SecretcacheError) -> tuple[int, bytes]:
+    """The Agent's rendering: its status and `{"__type", "message"}` (compact, keys sorted).
+
+    Not-found from AWS is 400 as the Agent (and AWS) send it; our own 404 (an unknown path) never
+    reaches here, as no Agent route can be unknown. 5xx follow the Agent: 504 for a timeout, 502
+    for a connection failure, 500 for AWS's own 5xx and for anything internal.
+    """
+    status = error.status
+    if isinstance(error, _AWS_CLIENT_ERRORS) or (
+        isinstance(error, NotFound) and error.error_type != "UnknownPath"
+    ):
+        status = 400
+    elif isinstance(error, UpstreamTimeout):
+        status = 504
+    elif isinstance(error, UpstreamError):
+        status = 502 if error.error_type == "UpstreamUnavailable" else 500
+    error_type = _AGENT_TYPES.get(error.error_type, error.error_type)
+    return status, json_body({"__type": error_type, "message": error.message})

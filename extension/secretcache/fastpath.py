@@ -3,10 +3,11 @@
 A cache hit through aiohttp costs ~45 us of server CPU (parser, request objects, middlewares);
 the reads that dominate a function's traffic (`GET /secretsmanager/get`,
 `GET /systemsmanager/parameters/get`, with the token, no body) need far less. This protocol
-serves exactly those requests, hits and misses, with the same rules (`query.py`) and the same
-bytes from the same cache. Anything else (another path or method, a body, an unusual header,
-a request line or query the fast path would reject) hands the connection to aiohttp for the
-rest of its life, so every rejection is still rendered by the one error path in `server.py`.
+serves exactly those requests and the Secrets Manager Agent's `GET /v1/<plain id>`, hits and
+misses, with the same rules (`query.py`) and the same bytes from the same cache. Anything else
+(another path or method, a body, an unusual header, a request line or query the fast path would
+reject) hands the connection to aiohttp for the rest of its life, so every rejection is still
+rendered by the one error path in `server.py`.
 
 It needs no aiohttp, so it serves as soon as the socket is bound; a connection that needs
 aiohttp before it has loaded waits for it.
@@ -36,11 +37,18 @@ from .read_requests import ParameterRead, SecretRead
 from .reads import Reads, Response
 from .status import Status
 
-_ROUTES: dict[bytes, Callable[[Pairs], SecretRead | ParameterRead]] = {
+Route = Callable[[Pairs], SecretRead | ParameterRead]
+_ROUTES: dict[bytes, Route] = {
     b"/secretsmanager/get": SecretRead.from_query,
     b"/secretsmanager/get/": SecretRead.from_query,
     b"/systemsmanager/parameters/get": ParameterRead.from_query,
     b"/systemsmanager/parameters/get/": ParameterRead.from_query,
+}
+#: SECRETCACHE_COMPAT=agent: `/secretsmanager/get` parsed by the Agent's rules, Agent-shaped.
+_AGENT_ROUTES: dict[bytes, Route] = {
+    **_ROUTES,
+    b"/secretsmanager/get": SecretRead.from_agent_query,
+    b"/secretsmanager/get/": SecretRead.from_agent_query,
 }
 #: What the fast path takes (anything else goes to aiohttp's stricter parser): a target of
 #: printable ASCII without space or fragment, token-character header names, no control bytes.
@@ -48,8 +56,9 @@ _TARGET = re.compile(rb"/[!-\"$-~]*")
 _HEADER_NAME = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
 _HEADER_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
 _TOKEN_HEADERS = (b"x-aws-parameters-secrets-token", b"x-vault-token")
-#: Headers whose presence means the request is not a plain bodiless GET.
-_NOT_FAST = frozenset({b"transfer-encoding", b"expect", b"upgrade"})
+#: Headers whose presence means the request is not a plain bodiless GET, or (X-Forwarded-For)
+#: is refused: aiohttp answers those, so the check costs the hot path no extra step.
+_NOT_FAST = frozenset({b"transfer-encoding", b"expect", b"upgrade", b"x-forwarded-for"})
 _JSON_HEADERS = b"Content-Type: application/json\r\nCache-Control: no-store\r\n"
 #: What a request head must start with to be worth waiting for on the fast path.
 _GET = b"GET /"
@@ -96,6 +105,7 @@ class FastPath:
         self.max_connections = max_connections
         self.request_timeout = request_timeout
         self.status = status
+        self.routes = _AGENT_ROUTES if reads.config.compat == "agent" else _ROUTES
         #: Every connection we answer for, fast or handed off; weak so none is counted forever.
         self.live: weakref.WeakSet[Any] = weakref.WeakSet()
         self._handoff: Callable[[Callable[[Any], None]], asyncio.Protocol] | None = None
@@ -290,7 +300,7 @@ class FastPathProtocol(asyncio.Protocol):
         if _TARGET.fullmatch(target) is None:
             return None
         path, _, raw_query = target.partition(b"?")
-        route = _ROUTES.get(path)
+        route = hub.routes.get(path) or _agent_path_route(path)
         if route is None:
             return None
         token = host = length = None
@@ -424,6 +434,18 @@ class FastPathProtocol(asyncio.Protocol):
             transport.close()
         if self.reading_paused:
             transport.resume_reading()
+
+
+def _agent_path_route(path: bytes) -> Route | None:
+    """The Agent's `/v1/<id>` when the id is plain (no escape, no dot segment), else None.
+
+    Only on a miss of the fixed routes, so their hits pay nothing for it. A plain id is the same
+    text to aiohttp, so both stacks read the same secret; anything else goes to aiohttp.
+    """
+    if path[:4] != b"/v1/" or len(path) == 4 or b"%" in path or b"/." in path:
+        return None
+    secret_id = path[4:].decode("ascii")
+    return lambda pairs: SecretRead.from_agent_path(secret_id, pairs)
 
 
 def _may_become_fast(partial: bytes) -> bool:

@@ -162,6 +162,7 @@ class Extension:
         self.last_emf = time.monotonic()
         self.runners: list[Any] = []
         self.warm_task: Any = None
+        self.restore_task: Any = None
 
     async def serve(self) -> int:
         """Run every phase; returns the process exit status."""
@@ -236,7 +237,11 @@ class Extension:
         )
         self.aiohttp_task.add_done_callback(self._aiohttp_started)
 
-        if config.prefetch:
+        # SnapStart: INIT ends in a snapshot, restored later (maybe much later) into many
+        # sandboxes at once. Unless told to keep secrets in it, store nothing until the first
+        # event, which follows the restore, and warm the prefetch list then (`on_event`).
+        self.cache.holding = config.snapstart and not config.snapstart_prefetch
+        if config.prefetch and not self.cache.holding:
             # Prefetched values must be in the cache before INIT ends: warm up before event/next.
             # Reads that arrive meanwhile (the handler's INIT) wait for the prefetch, then hit.
             self.reads.begin_prefetch()
@@ -255,7 +260,9 @@ class Extension:
                 return _fail(self.api, "Extension.PrefetchFailed", message)
             self.status.ready = True
         else:
-            # Nothing to warm: report ready now and let the SDK load off the critical path.
+            # Nothing to warm now: report ready and let the SDK load off the critical path.
+            if config.prefetch:
+                log.info("prefetch.deferred", reason="snapstart", items=len(config.prefetch))
             self.warm_task = loop.create_task(self._warm_up_in_background())
         return None
 
@@ -264,14 +271,32 @@ class Extension:
             self.fail(f"aiohttp failed to load ({type(task.exception()).__name__})")
 
     async def _warm_up(self) -> list[Any]:
-        """Wait for the SDK, create the clients, then run the prefetch list."""
+        """Wait for the SDK, create the clients, then run the prefetch list (unless deferred)."""
         from .prefetch import run_prefetch
 
         await self.backends.wait_loaded()
         await self.backends.warm()
         release_freed_memory()
         log.info("sdk.loaded", msSinceStart=round((time.monotonic() - self.started) * 1000, 1))
+        if self.cache.holding:
+            return []  # SnapStart: the prefetch runs after the restore
         return await run_prefetch(self.reads, self.config.prefetch)
+
+    async def _prefetch_after_restore(self) -> None:
+        """SnapStart: warm the prefetch list after a random delay (up to the jitter), so
+        sandboxes restored together do not all call AWS in the same instant."""
+        import asyncio
+        import random
+
+        from .prefetch import run_prefetch
+
+        await asyncio.sleep(random.uniform(0.0, self.config.snapstart_jitter))
+        try:
+            await self.backends.wait_loaded()
+        except Exception as exc:
+            log.warn("prefetch.failed", reason="sdk", error=type(exc).__name__)
+            return
+        await run_prefetch(self.reads, self.config.prefetch)
 
     async def _warm_up_in_background(self) -> None:
         try:
@@ -319,6 +344,16 @@ class Extension:
                 return
 
     def on_event(self, event: Event) -> None:
+        if self.cache.holding:
+            # The first event after SnapStart's restore: from now on, cache as usual.
+            import asyncio
+
+            self.cache.holding = False
+            log.info("snapstart.restored", prefetch=len(self.config.prefetch))
+            if self.config.prefetch and not event.is_shutdown:
+                self.restore_task = asyncio.get_running_loop().create_task(
+                    self._prefetch_after_restore()
+                )
         if event.is_shutdown:
             self.shutdown_deadline = event.deadline
             log.info("extension.shutdown", reason=event.shutdown_reason)
@@ -342,8 +377,9 @@ class Extension:
         import asyncio
 
         self.status.closing = True
-        if self.warm_task is not None:
-            self.warm_task.cancel()
+        for task in (self.warm_task, self.restore_task):
+            if task is not None:
+                task.cancel()
         budget = MAX_SHUTDOWN_SECONDS
         if self.shutdown_deadline is not None:
             remaining = self.shutdown_deadline - time.time() - SHUTDOWN_MARGIN_SECONDS

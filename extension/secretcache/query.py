@@ -23,6 +23,15 @@ _LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 Pairs = list[tuple[str, str]]
 
 
+def forwarded_error() -> BadRequest:
+    """A request carrying X-Forwarded-For came through a proxy, so not from this function."""
+    return BadRequest(
+        "X-Forwarded-For is refused: a request relayed by a proxy does not come from this "
+        "function (the Secrets Manager Agent's SSRF rule); call 127.0.0.1 directly",
+        error_type="Forwarded",
+    )
+
+
 def allowed_hosts(port: int) -> frozenset[str]:
     """Host values (lower case) that name this listener; anything else may be DNS rebinding."""
     return frozenset(h for name in _LOCAL_HOSTS for h in (name, f"{name}:{port}"))

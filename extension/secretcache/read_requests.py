@@ -19,14 +19,22 @@ from .errors import BadRequest
 from .query import MAX_QUERY_VALUE, Pairs, all_values, first, flag, required, ssm_selector
 from .service import Service
 
+#: The query parameters the Secrets Manager Agent takes on a secret read (besides secretId).
+AGENT_SECRET_OPTIONS = frozenset({"versionId", "versionStage", "refreshNow"})
+
 
 class SecretRead(NamedTuple):
-    """GetSecretValue: `GET /secretsmanager/get` or the Agent's `GET /v1/<secret id>`."""
+    """GetSecretValue: `GET /secretsmanager/get` or the Agent's `GET /v1/<secret id>`.
+
+    `agent` asks for the Secrets Manager Agent's shapes (body, errors, statuses) and its
+    stricter query rules (an unknown parameter is a 400); it is part of the cache key.
+    """
 
     secret_id: str
     version_id: str | None = None
     version_stage: str | None = None
     refresh: bool = False
+    agent: bool = False
 
     @property
     def service(self) -> Service:
@@ -37,19 +45,46 @@ class SecretRead(NamedTuple):
         return cls._with_options(required(pairs, "secretId"), pairs)
 
     @classmethod
-    def from_agent_path(cls, secret_id: str, pairs: Pairs) -> SecretRead:
-        if len(secret_id) > MAX_QUERY_VALUE:
-            raise BadRequest(f"the secret id is over {MAX_QUERY_VALUE} characters")
-        return cls._with_options(secret_id, pairs)
+    def from_agent_query(cls, pairs: Pairs) -> SecretRead:
+        """`/secretsmanager/get` under SECRETCACHE_COMPAT=agent: the Agent's rules and shapes."""
+        _refuse_unknown(pairs, AGENT_SECRET_OPTIONS | {"secretId"})
+        return cls._with_options(required(pairs, "secretId"), pairs, agent=True)
 
     @classmethod
-    def _with_options(cls, secret_id: str, pairs: Pairs) -> SecretRead:
+    def from_agent_path(cls, secret_id: str, pairs: Pairs) -> SecretRead:
+        """`/v1/<secret id>`: every slash after `/v1/` is part of the id, as in the Agent."""
+        _refuse_unknown(pairs, AGENT_SECRET_OPTIONS)
+        if not secret_id:
+            raise BadRequest(
+                "missing secret ID: use /v1/<secret id>", error_type="MissingParameter"
+            )
+        if len(secret_id) > MAX_QUERY_VALUE:
+            raise BadRequest(f"the secret id is over {MAX_QUERY_VALUE} characters")
+        return cls._with_options(secret_id, pairs, agent=True)
+
+    @classmethod
+    def _with_options(cls, secret_id: str, pairs: Pairs, *, agent: bool = False) -> SecretRead:
         return cls(
             secret_id,
             first(pairs, "versionId") or None,
             first(pairs, "versionStage") or None,
             flag(pairs, "refreshNow"),
+            agent,
         )
+
+
+def _refuse_unknown(pairs: Pairs, known: frozenset[str]) -> None:
+    """The Agent's rule: a query parameter it does not know is a 400, never ignored."""
+    for name, _ in pairs:
+        if name in known:
+            continue
+        if name == "roleArn":
+            raise BadRequest(
+                "roleArn (reading through an assumed role) is not supported yet; "
+                "give the function's role access to the secret",
+                error_type="UnsupportedParameter",
+            )
+        raise BadRequest(f"unknown parameter: {name[:64]}", error_type="UnknownParameter")
 
 
 class ParameterRead(NamedTuple):

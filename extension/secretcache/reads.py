@@ -20,7 +20,7 @@ from typing import Any, NamedTuple, Protocol
 from . import responses
 from .cache import CacheKey, Loader, Lookup, Policy, TtlCache
 from .config import Config
-from .errors import PathTooLarge, SecretcacheError
+from .errors import PathTooLarge, SecretcacheError, agent_error
 from .log import log, where
 from .read_requests import (
     DecryptRead,
@@ -92,7 +92,10 @@ class Response(NamedTuple):
 def cache_key(read: SingleRead) -> CacheKey:
     """Two reads AWS would answer differently never share a key."""
     if type(read) is SecretRead:
+        # The Agent's body is another rendering of the same value: its own entry, "|agent".
         selector = f"{read.version_id or ''}|{read.version_stage or ''}"
+        if read.agent:
+            selector += "|agent"
         return CacheKey(Service.SECRETS_MANAGER, read.secret_id, selector)
     if type(read) is ParameterRead:
         return CacheKey(Service.SSM, read.name, read.selector, read.decrypt)
@@ -114,8 +117,10 @@ def cache_policies(config: Config) -> dict[Service, Policy]:
     }
 
 
-def error_response(error: SecretcacheError) -> Response:
-    """An error as the client sees it (every error class knows its status)."""
+def error_response(error: SecretcacheError, *, agent: bool = False) -> Response:
+    """An error as the client sees it: ours, or (`agent`) as the Secrets Manager Agent sends it."""
+    if agent:
+        return Response(*agent_error(error))
     return Response(error.status, error.to_body())
 
 
@@ -203,15 +208,16 @@ class Reads:
 
     async def respond(self, read: Read) -> Response:
         """The one function from a read request to (status, headers, body); never raises."""
+        agent = type(read) is SecretRead and read.agent
         try:
             lookup = await self.fetch(read)
         except SecretcacheError as exc:
             if exc.status >= 500:
                 log.warn("request.failed", status=exc.status, errorType=exc.error_type)
-            return error_response(exc)
+            return error_response(exc, agent=agent)
         except Exception as exc:
             log.error("request.internal_error", error=type(exc).__name__, where=where(exc))
-            return error_response(SecretcacheError("internal error"))
+            return error_response(SecretcacheError("internal error"), agent=agent)
         if lookup.outcome == "stale":
             stale = (("Age", str(int(lookup.age))), ("X-Secretcache-Stale", "true"))
             return Response(200, lookup.body, stale)
@@ -248,12 +254,15 @@ class Reads:
         """The upstream call that answers `read`, as the bytes the cache stores."""
         backends = self.backends
         if type(read) is SecretRead:
+            render = (
+                responses.agent_secret_value_body if read.agent else responses.secret_value_body
+            )
 
             async def load_secret() -> bytes:
                 result = await backends.get_secret_value(
                     read.secret_id, read.version_id, read.version_stage
                 )
-                return responses.secret_value_body(result)
+                return render(result)
 
             return load_secret
         if type(read) is ParameterRead:

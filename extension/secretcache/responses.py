@@ -4,6 +4,8 @@ AWS's extension is written in Go and returns the SDK's output structs through en
 fields in struct order, absent values as null, []byte as base64, and times as time.Time marshals
 them (RFC 3339, UTC on Lambda, fraction truncated to the SDK's millisecond precision with trailing
 zeros dropped: "2022-11-16T08:22:40.499Z", "...:40.5Z", "...:40Z").
+
+The Secrets Manager Agent (Rust, serde) writes GetSecretValue its own way: `agent_secret_value`.
 """
 
 from __future__ import annotations
@@ -54,6 +56,48 @@ def secret_value_body(result: dict[str, Any]) -> bytes:
 def shaped_secret_value_body(shaped: dict[str, Any]) -> bytes:
     """GetSecretValue output from an already Go-shaped entry (a batch fills single entries)."""
     return json_body({**shaped, "ResultMetadata": {}})
+
+
+def agent_time(value: datetime | None) -> str | None:
+    """Epoch seconds as the Agent writes them (serde_with `TimestampSecondsWithFrac<String>`).
+
+    That is Rust's `Duration::as_secs_f64` printed by f64's Display: whole seconds plus the
+    fraction as two f64 steps, then the shortest text that reads back the same, with no ".0"
+    for a whole second ("1569534789.046", "1569534789").
+    """
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    delta = value - _EPOCH
+    whole = delta.days * 86_400 + delta.seconds
+    seconds = float(whole) + float(delta.microseconds * 1000) / 1e9
+    return str(int(seconds)) if seconds.is_integer() else repr(seconds)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def agent_secret_value_body(result: dict[str, Any]) -> bytes:
+    """GetSecretValue as the Agent returns it: its field order, absent optional fields omitted.
+
+    ARN, Name and VersionId are always present (null when absent), SecretString, SecretBinary
+    (base64) and VersionStages only when set, CreatedDate always (null when absent); no
+    ResultMetadata.
+    """
+    body: dict[str, Any] = {
+        "ARN": result.get("ARN"),
+        "Name": result.get("Name"),
+        "VersionId": result.get("VersionId"),
+    }
+    if result.get("SecretString") is not None:
+        body["SecretString"] = result["SecretString"]
+    if result.get("SecretBinary") is not None:
+        body["SecretBinary"] = _b64(result["SecretBinary"])
+    if result.get("VersionStages") is not None:
+        body["VersionStages"] = result["VersionStages"]
+    body["CreatedDate"] = agent_time(result.get("CreatedDate"))
+    return json_body(body)
 
 
 def secret_values_body(values: list[dict[str, Any]], errors: list[dict[str, Any]]) -> bytes:

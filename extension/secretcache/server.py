@@ -1,6 +1,8 @@
 """aiohttp app factory: routes, the token and Host checks, and error rendering in one middleware.
 
-Handlers only parse the request, call `Reads`, and write the stored bytes.
+Handlers only parse the request, call `Reads`, and write the stored bytes. The Secrets Manager
+Agent's routes (`/v1/<id>`, `/ping`, and `/secretsmanager/get` under SECRETCACHE_COMPAT=agent)
+get the Agent's statuses and `{"__type", "message"}` errors; every other route keeps ours.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from .errors import (
     SecretcacheError,
     ServiceUnavailable,
     Unauthorized,
+    agent_error,
 )
 from .json_body import json_body
 from .log import log, where
@@ -35,6 +38,7 @@ from .query import (
     TOKEN_HEADERS,
     Pairs,
     allowed_hosts,
+    forwarded_error,
     parse_query_string,
     token_matches,
 )
@@ -56,6 +60,8 @@ MAX_LINE_SIZE = 8190
 MAX_FIELD_SIZE = MAX_HEADER_BYTES
 JSON_HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-store"}
 _OPEN_PATHS = frozenset({"/health", "/health/", "/ping", "/ping/"})
+_AGENT_PATHS = frozenset({"/v1", "/v1/", "/ping", "/ping/"})
+_SECRET_PATHS = frozenset({"/secretsmanager/get", "/secretsmanager/get/"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -69,6 +75,15 @@ class ServerState:
         self.config = reads.config
         self.token = reads.config.token.encode("utf-8")
         self.allowed_hosts = allowed_hosts(reads.config.port)
+        self.agent_secret_get = reads.config.compat == "agent"
+
+    def agent_route(self, path: str) -> bool:
+        """Whether `path` answers as the Secrets Manager Agent does (its statuses and errors)."""
+        return (
+            path in _AGENT_PATHS
+            or path.startswith("/v1/")
+            or (self.agent_secret_get and path in _SECRET_PATHS)
+        )
 
 
 STATE = web.AppKey("state", ServerState)
@@ -81,8 +96,11 @@ def json_response(
     return web.Response(body=body, status=status, headers=headers)
 
 
-def error_response(error: SecretcacheError) -> web.Response:
+def error_response(error: SecretcacheError, *, agent: bool = False) -> web.Response:
     """Errors raised before the core answers (parsing, access checks, aiohttp's own)."""
+    if agent:
+        status, body = agent_error(error)
+        return json_response(body, status)
     return json_response(error.to_body(), error.status)
 
 
@@ -137,24 +155,28 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             log.debug(
                 "request.rejected", path=request.path, status=exc.status, errorType=exc.error_type
             )
-        return error_response(exc)
+        error: SecretcacheError = exc
     except web.HTTPException as exc:
-        return error_response(http_error(exc.status))
+        error = http_error(exc.status)
     except ConnectionError:
         # The client went away mid-request (e.g. mid-body): its doing, not ours; nobody reads this.
         log.debug("request.aborted", path=request.path)
-        return error_response(BadRequest("the client closed the connection", error_type="Aborted"))
+        error = BadRequest("the client closed the connection", error_type="Aborted")
     except Exception as exc:
         log.error(
             "request.internal_error", path=request.path, error=type(exc).__name__, where=where(exc)
         )
-        return error_response(SecretcacheError("internal error", error_type="InternalError"))
+        error = SecretcacheError("internal error", error_type="InternalError")
+    return error_response(error, agent=request.app[STATE].agent_route(request.path))
 
 
 @web.middleware
 async def access_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Refuse foreign Host headers (DNS rebinding), oversized heads and bodies, missing tokens."""
+    """Refuse proxied requests, foreign Host headers (DNS rebinding), oversized heads and bodies,
+    missing tokens (401 on our routes, 403 on the Agent's, as the Agent answers)."""
     state = request.app[STATE]
+    if "X-Forwarded-For" in request.headers:
+        raise forwarded_error()
     if not request.raw_path.startswith("/"):
         # Absolute form (`GET http://other/...`) names a host the Host check would not see.
         raise Forbidden("absolute-form request targets are refused", error_type="ForbiddenHost")
@@ -177,8 +199,15 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
         if supplied is not None:
             break
     if supplied is None:
+        if state.agent_route(request.path):
+            raise Forbidden(
+                f"Bad Token: missing {TOKEN_HEADERS[0]} (or {TOKEN_HEADERS[1]}) header",
+                error_type="BadToken",
+            )
         raise Unauthorized(f"missing {TOKEN_HEADERS[0]} header", error_type="MissingToken")
     if not token_matches(supplied.encode("utf-8", "surrogateescape"), state.token):
+        if state.agent_route(request.path):
+            raise Forbidden(f"Bad Token: wrong {TOKEN_HEADERS[0]} header", error_type="BadToken")
         raise Unauthorized(f"wrong {TOKEN_HEADERS[0]} header", error_type="InvalidToken")
     if state.status.closing:
         raise ServiceUnavailable("the extension is shutting down")
@@ -204,12 +233,14 @@ async def answer(request: web.Request, read: Read) -> web.Response:
 
 
 async def get_secret_value(request: web.Request) -> web.Response:
+    if request.app[STATE].agent_secret_get:
+        return await answer(request, SecretRead.from_agent_query(parse_query(request)))
     return await answer(request, SecretRead.from_query(parse_query(request)))
 
 
 async def agent_secret(request: web.Request) -> web.Response:
-    """Secrets Manager Agent form: GET /v1/<secret id>."""
-    secret_id = request.match_info["secret_id"]
+    """Secrets Manager Agent form: GET /v1/<secret id>; slashes after /v1/ are part of the id."""
+    secret_id = request.path[len("/v1/") :] if request.path.startswith("/v1/") else ""
     return await answer(request, SecretRead.from_agent_path(secret_id, parse_query(request)))
 
 
@@ -285,7 +316,8 @@ def make_app(reads: Reads, status: Status) -> web.Application:
     for method, path, handler in routes:
         app.router.add_route(method, path, handler)
         app.router.add_route(method, path + "/", handler)
-    app.router.add_route("GET", "/v1/{secret_id:.+}", agent_secret)
+    app.router.add_route("GET", "/v1", agent_secret)
+    app.router.add_route("GET", "/v1/{secret_id:.*}", agent_secret)
     return app
 
 

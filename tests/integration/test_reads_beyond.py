@@ -160,7 +160,7 @@ def test_secrets_manager_agent_paths_and_headers(
     )
     assert via_agent.status == 200
     assert via_agent.json()["SecretString"] == "agent-v1"
-    assert extension.get(f"/v1/{secret_id}", token=None).status == 401
+    assert extension.get(f"/v1/{secret_id}", token=None).status == 403  # the Agent's status
 
     sm.put_secret_value(SecretId=secret_id, SecretString="agent-v2")
     assert extension.get(f"/v1/{secret_id}?refreshNow=0").json()["SecretString"] == "agent-v1"

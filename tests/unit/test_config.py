@@ -342,3 +342,32 @@ def test_describe_reports_effective_values() -> None:
     assert described["ttlSeconds"] == {"secretsmanager": 10, "ssm": 20, "kms": 30}
     assert described["cacheEnabled"] is False
     json.dumps(described)  # serialisable as one log line
+
+
+# SnapStart ---------------------------------------------------------------------------------
+
+
+def test_snapstart_is_read_from_lambdas_initialization_type() -> None:
+    assert load_config(BASE).snapstart is False
+    assert load_config({**BASE, "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand"}).snapstart is False
+    config = load_config({**BASE, "AWS_LAMBDA_INITIALIZATION_TYPE": "snap-start"})
+    assert (config.snapstart, config.snapstart_prefetch, config.snapstart_jitter) == (
+        True,
+        False,
+        1.0,
+    )
+
+
+def test_snapstart_prefetch_and_jitter_are_validated() -> None:
+    config = load_config(
+        {
+            **BASE,
+            "SECRETCACHE_SNAPSTART_PREFETCH": "true",
+            "SECRETCACHE_SNAPSTART_JITTER_MILLIS": "250",
+        }
+    )
+    assert (config.snapstart_prefetch, config.snapstart_jitter) == (True, 0.25)
+    with pytest.raises(ConfigError, match="SECRETCACHE_SNAPSTART_JITTER_MILLIS"):
+        load_config({**BASE, "SECRETCACHE_SNAPSTART_JITTER_MILLIS": "60001"})
+    with pytest.raises(ConfigError, match="SECRETCACHE_SNAPSTART_PREFETCH"):
+        load_config({**BASE, "SECRETCACHE_SNAPSTART_PREFETCH": "sometimes"})

@@ -28,12 +28,49 @@ def prefetched(value: str, **env: str) -> object:
     return config.prefetch[0].read
 
 
-def test_a_secret_read_from_the_query_and_from_the_agent_path_are_the_same_value() -> None:
+def test_a_secret_read_from_the_query_and_from_the_agent_path_differ_only_in_shape() -> None:
     query = parse_query_string("secretId=app%2Fdb&versionStage=AWSPREVIOUS")
     from_query = SecretRead.from_query(query)
     from_path = SecretRead.from_agent_path("app/db", parse_query_string("versionStage=AWSPREVIOUS"))
-    assert from_query == from_path == SecretRead("app/db", None, "AWSPREVIOUS", False)
+    assert from_query == SecretRead("app/db", None, "AWSPREVIOUS", False, agent=False)
+    assert from_path == from_query._replace(agent=True)
+    assert SecretRead.from_agent_query(query) == from_path
     assert from_query.service is Service.SECRETS_MANAGER
+
+
+@pytest.mark.parametrize("name", ["abc", "secretid", "VersionId", "withDecryption"])
+def test_the_agent_forms_refuse_a_parameter_they_do_not_know(name: str) -> None:
+    pairs = parse_query_string(f"secretId=x&{name}=1")
+    with pytest.raises(BadRequest, match=f"unknown parameter: {name}"):
+        SecretRead.from_agent_query(pairs)
+    with pytest.raises(BadRequest, match=f"unknown parameter: {name}"):
+        SecretRead.from_agent_path("x", parse_query_string(f"{name}=1"))
+    assert SecretRead.from_query(pairs).secret_id == "x"  # AWS's form ignores it, as before
+
+
+def test_the_agent_forms_refuse_role_arn_until_it_is_supported() -> None:
+    with pytest.raises(BadRequest, match="roleArn"):
+        SecretRead.from_agent_path("x", parse_query_string("roleArn=arn:aws:iam::1:role/r"))
+
+
+@pytest.mark.parametrize("value", ["123", "yes", "maybe"])
+def test_the_agent_forms_refuse_a_bad_refresh_now(value: str) -> None:
+    with pytest.raises(BadRequest, match="refreshNow"):
+        SecretRead.from_agent_path("x", parse_query_string(f"refreshNow={value}"))
+
+
+@pytest.mark.parametrize(("value", "refresh"), [("TRUE", True), ("1", True), ("FALSE", False)])
+def test_the_agent_refresh_now_values_in_any_case(value: str, refresh: bool) -> None:
+    assert (
+        SecretRead.from_agent_path("x", parse_query_string(f"refreshNow={value}")).refresh
+        is refresh
+    )
+
+
+def test_compat_agent_prefetch_warms_the_agent_shaped_entry() -> None:
+    read = prefetched("sm:app/db", SECRETCACHE_COMPAT="agent")
+    assert read == SecretRead("app/db", agent=True)
+    assert prefetched("sm:app/db") == SecretRead("app/db")
 
 
 @pytest.mark.parametrize(

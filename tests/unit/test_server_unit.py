@@ -13,7 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from secretcache.cache import TtlCache
 from secretcache.config import load_config
-from secretcache.errors import NotFound, UpstreamError
+from secretcache.errors import AccessDenied, NotFound, UpstreamError, UpstreamTimeout
 from secretcache.reads import cache_policies
 from secretcache.server import STATE, make_app
 
@@ -329,6 +329,32 @@ async def test_backend_errors_render_as_json_and_are_not_cached(app: App) -> Non
     app.backends.fail_with = None
     assert (await app.get("/secretsmanager/get?secretId=s")).status == 200
     assert len(app.backends.calls) == 3
+
+
+@pytest.mark.parametrize(
+    ("failure", "status", "agent_type"),
+    [
+        (UpstreamTimeout("secretsmanager did not answer in time"), 504, "TimeoutError"),
+        (UpstreamError("unreachable", error_type="UpstreamUnavailable"), 502, "ConnectionError"),
+        (UpstreamError("aws 500", error_type="InternalServiceError"), 500, "InternalServiceError"),
+        (AccessDenied("denied", error_type="AccessDeniedException"), 400, "AccessDeniedException"),
+        (RuntimeError("secret-ish internal detail"), 500, "InternalFailure"),
+    ],
+)
+async def test_backend_errors_on_the_agent_path_take_the_agents_status_and_shape(
+    app: App, failure: Exception, status: int, agent_type: str
+) -> None:
+    app.backends.fail_with = failure
+    response = await app.get("/v1/s")
+    assert response.status == status
+    body = await response.json()
+    assert list(body) == ["__type", "message"] and body["__type"] == agent_type
+    assert "secret-ish" not in body["message"]
+    app.backends.fail_with = None
+    first = await app.get("/v1/s")
+    second = await app.get("/v1/s")
+    assert await first.read() == await second.read()
+    assert len(app.backends.calls) == 2  # the failure was not cached; the value was
 
 
 async def test_unexpected_backend_exception_is_500_without_traceback(app: App) -> None:
