@@ -55,9 +55,12 @@ HIT_VALUE = json.dumps(
         "password": "c8f1e2a9-6b7d-4e3f-9a10-2f4b5c6d7e8f",
     }
 )
+BENCH_PARAMETER = "/bench/db-password"
 FILL_COUNT = 1000
 FILL_BYTES = 4096
 MISS_SECRETS = tuple(f"bench/miss-{i}" for i in range(8))
+#: The two ways of calling AWS, measured side by side (SECRETCACHE_UPSTREAM).
+UPSTREAMS = ("sdk", "lean")
 
 
 def fill_name(i: int) -> str:
@@ -97,8 +100,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 # ----------------------------------------------------------------------------- set-up
 
 
-def seed_moto(moto: Any) -> None:
-    """The hit secret, 8 small secrets for misses, and 1000 secrets of 4 KiB for the memory fill."""
+def seed_moto(moto: Any) -> str:
+    """The hit secret, 8 small secrets for misses, 1000 secrets of 4 KiB for the memory fill,
+    one SecureString parameter and one KMS ciphertext; returns the ciphertext (base64)."""
+    import base64
+
+    moto.client("ssm").put_parameter(
+        Name=BENCH_PARAMETER, Value="c8f1e2a9-6b7d", Type="SecureString"
+    )
+    kms = moto.client("kms")
+    key_id = kms.create_key()["KeyMetadata"]["KeyId"]
+    blob = kms.encrypt(KeyId=key_id, Plaintext=b"c8f1e2a9-6b7d")["CiphertextBlob"]
     sm = moto.client("secretsmanager")
     sm.create_secret(Name=HIT_SECRET, SecretString=HIT_VALUE)
     for name in MISS_SECRETS:
@@ -110,6 +122,7 @@ def seed_moto(moto: Any) -> None:
 
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(create, range(FILL_COUNT)))
+    return base64.b64encode(blob).decode("ascii")
 
 
 def start_floor_server(
@@ -149,6 +162,20 @@ def get(port: int, token: str, path: str) -> tuple[int, bytes]:
     from tests.support.net import http_request
 
     result = http_request(port, "GET", path, headers={TOKEN_HEADER: token}, timeout=30)
+    return result.status, result.body
+
+
+def post(port: int, token: str, path: str, document: dict[str, Any]) -> tuple[int, bytes]:
+    from tests.support.net import http_request
+
+    result = http_request(
+        port,
+        "POST",
+        path,
+        headers={TOKEN_HEADER: token, "Content-Type": "application/json"},
+        body=json.dumps(document).encode(),
+        timeout=30,
+    )
     return result.status, result.body
 
 
@@ -208,17 +235,27 @@ def note(message: str) -> None:
 # ----------------------------------------------------------------------------- sections
 
 
+def startup_variants(layers: dict[str, Path]) -> dict[str, tuple[Path, dict[str, str]]]:
+    """Each upstream with the shipped .pyc and without: ``<upstream>_<layer>``."""
+    return {
+        f"{upstream}_{layer}": (layers[layer], {"SECRETCACHE_UPSTREAM": upstream})
+        for layer in ("with_pyc", "without_pyc")
+        for upstream in UPSTREAMS
+    }
+
+
 def run_startup(layers: dict[str, Path], moto_url: str, count: int) -> dict[str, Any]:
     from tests.emulator import default_python
 
     python = default_python()
-    samples: dict[str, list[dict[str, Any]]] = {name: [] for name in layers}
+    variants = startup_variants(layers)
+    samples: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
     bare = []
     for i in range(count):
-        for name, layer_dir in layers.items():  # interleaved: drift hits both alike
-            samples[name].append(startup.cold_start(layer_dir, moto_url, HIT_SECRET))
+        for name, (layer_dir, env) in variants.items():  # interleaved: drift hits all alike
+            samples[name].append(startup.cold_start(layer_dir, moto_url, HIT_SECRET, extra_env=env))
         bare.append(startup.bare_interpreter_ms(python))
-        note(f"cold start {i + 1}/{count} (with and without .pyc)")
+        note(f"cold start {i + 1}/{count} ({', '.join(variants)})")
     out: dict[str, Any] = {"count": count}
     for name, rows in samples.items():
         keys = rows[0].keys()
@@ -228,8 +265,8 @@ def run_startup(layers: dict[str, Path], moto_url: str, count: int) -> dict[str,
     return out
 
 
-def run_import_profile(layer_dir: Path, moto_url: str) -> dict[str, Any]:
-    profile = startup.import_profile(layer_dir, moto_url)
+def run_import_profile(layer_dir: Path, moto_url: str, upstream: str) -> dict[str, Any]:
+    profile = startup.import_profile(layer_dir, moto_url, {"SECRETCACHE_UPSTREAM": upstream})
     rows = sorted(profile["imports"], key=lambda r: r["cumulative_ms"], reverse=True)
     critical = [r for r in rows if r["before_ready"]]
     background = [r for r in rows if not r["before_ready"]]
@@ -241,6 +278,62 @@ def run_import_profile(layer_dir: Path, moto_url: str) -> dict[str, Any]:
         "critical_path_top": critical[:12],
         "after_ready_top": background[:8],
     }
+
+
+def run_memory_by_service(
+    layer_dir: Path, moto_url: str, upstream: str, ciphertext: str
+) -> dict[str, Any]:
+    """RSS at ready, then after the first read of each service in turn (each a miss to moto),
+    then once every background load has finished; and the extension's CPU seconds so far."""
+    from tests.emulator import LambdaEmulator
+    from tests.support.net import free_port
+
+    port = free_port()
+    env = {
+        "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT": str(port),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "SECRETCACHE_UPSTREAM": upstream,
+    }
+    with LambdaEmulator(
+        layer_dir, startup.FIXTURES, "noop.handler", env, endpoint_url=moto_url
+    ) as emu:
+        sampler = RssSampler(lambda: emu.pid("secretcache")).start()
+        try:
+            init = emu.init()
+        finally:
+            sampler.stop()
+        ext = init.extensions["secretcache"]
+        pid = emu.pid("secretcache")
+        assert pid is not None and ext.ready_at is not None
+        token = emu.session_token
+        out: dict[str, Any] = {"rss_ready_mib": _mib(sampler.at(ext.ready_at))}
+        reads = (
+            (
+                "secretsmanager",
+                lambda: get(port, token, f"/secretsmanager/get?secretId={HIT_SECRET}"),
+            ),
+            (
+                "ssm",
+                lambda: get(
+                    port,
+                    token,
+                    f"/systemsmanager/parameters/get?name={BENCH_PARAMETER}&withDecryption=true",
+                ),
+            ),
+            ("kms", lambda: post(port, token, "/kms/decrypt", {"CiphertextBlob": ciphertext})),
+        )
+        for service, read in reads:
+            status, body = read()
+            if status != 200:
+                raise RuntimeError(f"{service} read answered {status}: {body[:300]!r}")
+            out[f"rss_after_{service}_mib"] = _mib(rss_kib(pid))
+        out["cpu_s_after_three_reads"] = round(cpu_seconds(pid), 3)
+        startup.wait_healthy(port)
+        time.sleep(0.5)  # whatever still loads in the background (aiohttp, SDK clients)
+        out["rss_settled_mib"] = _mib(rss_kib(pid))
+        out["cpu_s_settled"] = round(cpu_seconds(pid), 3)
+    note(f"memory by service ({upstream}): {out}")
+    return out
 
 
 def run_sandbox(
@@ -424,11 +517,18 @@ def run(args: argparse.Namespace) -> int:
         moto = MotoServer()
         stack.callback(moto.stop)
         moto.start()
-        seed_moto(moto)
+        ciphertext = seed_moto(moto)
         note(f"moto seeded: {FILL_COUNT + 1 + len(MISS_SECRETS)} secrets")
         if "startup" not in args.skip:
             results["startup"] = run_startup(layers, moto.url, args.plan["cold_starts"])
-            results["import_profile"] = run_import_profile(layers["with_pyc"], moto.url)
+            results["import_profile"] = {
+                upstream: run_import_profile(layers["with_pyc"], moto.url, upstream)
+                for upstream in UPSTREAMS
+            }
+        results["memory_by_service"] = {
+            upstream: run_memory_by_service(layers["with_pyc"], moto.url, upstream, ciphertext)
+            for upstream in UPSTREAMS
+        }
         run_sandbox(args, layers, moto.url, results)
     results["meta"]["duration_s"] = round(time.monotonic() - started, 1)
     results["meta"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]

@@ -8,8 +8,8 @@ bytes from the same cache. Anything else (another path or method, a body, an unu
 a request line or query the fast path would reject) hands the connection to aiohttp for the
 rest of its life, so every rejection is still rendered by the one error path in `server.py`.
 
-It needs no aiohttp, so it serves as soon as the socket is bound; a connection that needs
-aiohttp before it has loaded waits for it.
+It needs no aiohttp, so it serves as soon as the socket is bound; the first connection that needs
+aiohttp starts loading it, and waits for it, as does any other meanwhile.
 """
 
 from __future__ import annotations
@@ -88,6 +88,9 @@ class FastPath:
         self.live: weakref.WeakSet[Any] = weakref.WeakSet()
         self._handoff: Callable[[Callable[[Any], None]], asyncio.Protocol] | None = None
         self._handoff_ready = asyncio.Event()
+        #: Called once, by the first connection that needs aiohttp, to start loading it (so a
+        #: function that only makes fast-path reads never pays aiohttp's ~15 MiB).
+        self.load_handoff: Callable[[], None] | None = None
         self._date = b""
         self._date_second = -1
 
@@ -121,6 +124,9 @@ class FastPath:
 
     async def hand_off(self, protocol: FastPathProtocol) -> None:
         if self._handoff is None:
+            load, self.load_handoff = self.load_handoff, None
+            if load is not None:
+                load()
             await self._handoff_ready.wait()
         assert self._handoff is not None
         protocol.switch_to(self._handoff(self.live.discard))

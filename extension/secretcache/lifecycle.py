@@ -2,14 +2,15 @@
 
 Start-up order keeps the cold start short (design.md section 2): standard library only until
 registered; the listening socket is bound before registering so a handler's early request waits
-in the backlog; aiohttp is imported after registering and the AWS SDK loads in the background.
+in the backlog; aiohttp is imported when a request first needs it, and the AWS SDK (with
+SECRETCACHE_UPSTREAM=sdk) loads in the background.
 Without AWS_LAMBDA_RUNTIME_API it runs standalone until SIGTERM or SIGINT.
 """
 
 from __future__ import annotations
 
+import _socket
 import os
-import socket
 import sys
 import time
 
@@ -19,6 +20,7 @@ from .vendored import add_vendored_paths
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs milliseconds at start
 if TYPE_CHECKING:
+    import socket
     from collections.abc import Mapping
     from typing import Any
 
@@ -39,10 +41,14 @@ def _early_port(env: Mapping[str, str]) -> int | None:
     return None
 
 
-def bind_loopback(port: int) -> socket.socket:
-    """Listen on 127.0.0.1 only (never 0.0.0.0) before anything else can ask."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+def bind_loopback(port: int) -> _socket.socket:
+    """Listen on 127.0.0.1 only (never 0.0.0.0) before anything else can ask.
+
+    A C-level `_socket` (importing `socket` costs ~5-8 ms before registering); `as_socket`
+    wraps it for asyncio once registered.
+    """
+    sock = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
+    sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
     try:
         sock.bind(("127.0.0.1", port))
         sock.listen(LISTEN_BACKLOG)
@@ -51,6 +57,13 @@ def bind_loopback(port: int) -> socket.socket:
         raise
     sock.setblocking(False)
     return sock
+
+
+def as_socket(raw: _socket.socket) -> socket.socket:
+    """The same listening socket as a `socket.socket`, which asyncio requires."""
+    import socket
+
+    return socket.socket(fileno=raw.detach())
 
 
 def _parse_name(argv: list[str]) -> str:
@@ -85,7 +98,7 @@ def main(argv: list[str], env: Mapping[str, str] | None = None) -> int:
 
     unsupported = add_vendored_paths()
     port = _early_port(env)
-    sock: socket.socket | None = None
+    sock: _socket.socket | None = None
     bind_error: OSError | None = None
     if port is not None:
         try:
@@ -119,7 +132,7 @@ def main(argv: list[str], env: Mapping[str, str] | None = None) -> int:
     import asyncio
 
     try:
-        return asyncio.run(_serve(config, sock, api, name, started, registered))
+        return asyncio.run(_serve(config, as_socket(sock), api, name, started, registered))
     except Exception as exc:
         message = f"the extension stopped unexpectedly ({type(exc).__name__})"
         log.error("extension.crashed", error=type(exc).__name__, where=where(exc))
@@ -143,7 +156,6 @@ async def _serve(
     import signal
     import threading
 
-    from .backends import AwsBackends
     from .cache import TtlCache
     from .fastpath import FastPath
     from .metrics import emf_line
@@ -151,6 +163,7 @@ async def _serve(
     from .query import allowed_hosts
     from .reads import Reads
     from .status import Status
+    from .upstream import make_backends
 
     loop = asyncio.get_running_loop()
     _quiet_library_loggers(loop)
@@ -169,15 +182,7 @@ async def _serve(
         max_stale=config.max_stale_seconds,
         on_stale=on_stale,
     )
-    backends = AwsBackends(
-        max_connections=config.max_connections,
-        timeouts={
-            "secretsmanager": config.secrets_manager_timeout,
-            "ssm": config.ssm_timeout,
-            "kms": config.kms_timeout,
-        },
-        region=config.region,
-    )
+    backends = make_backends(config)
     backends.call_observer = cache.record_upstream
     backends.start_loading()
     reads = Reads(config, cache, backends)
@@ -199,7 +204,7 @@ async def _serve(
         msToListen=round((listening - started) * 1000, 1),
     )
     runners: list[Any] = []
-    aiohttp_task = loop.create_task(_start_aiohttp(reads, status, listener, runners))
+    aiohttp_tasks: list[asyncio.Task[None]] = []
 
     stop = asyncio.Event()
     failure: list[str] = []
@@ -209,13 +214,20 @@ async def _serve(
             failure.append(f"aiohttp failed to load ({type(task.exception()).__name__})")
             stop.set()
 
-    aiohttp_task.add_done_callback(aiohttp_started)
+    def start_aiohttp() -> None:
+        """Load aiohttp (in a thread) when the first request the fast path does not serve comes."""
+        task = loop.create_task(_start_aiohttp(reads, status, listener, runners))
+        task.add_done_callback(aiohttp_started)
+        aiohttp_tasks.append(task)
+
+    listener.load_handoff = start_aiohttp
 
     async def warm_up() -> list[Any]:
         """Wait for the SDK, create the clients, then run the prefetch list."""
         await backends.wait_loaded()
         await backends.warm()
-        release_freed_memory()
+        if config.upstream == "sdk":  # the lean client allocates nothing worth trimming
+            release_freed_memory()
         log.info("sdk.loaded", msSinceStart=round((time.monotonic() - started) * 1000, 1))
         return await run_prefetch(reads, config.prefetch)
 
@@ -304,7 +316,7 @@ async def _serve(
         )
     try:
         await asyncio.wait_for(
-            _close(server, listener, aiohttp_task, runners, cache, backends), budget
+            _close(server, listener, aiohttp_tasks, runners, cache, backends), budget
         )
     except (asyncio.TimeoutError, Exception) as exc:
         log.warn("extension.shutdown_incomplete", error=type(exc).__name__)
@@ -385,12 +397,18 @@ async def _start_aiohttp(reads: Any, status: Any, listener: Any, runners: list[A
 
 
 async def _close(
-    server: Any, listener: Any, aiohttp_task: Any, runners: list[Any], cache: Any, backends: Any
+    server: Any,
+    listener: Any,
+    aiohttp_tasks: list[Any],
+    runners: list[Any],
+    cache: Any,
+    backends: Any,
 ) -> None:
     """Stop accepting, close connections, cancel background loads, close the SDK clients."""
     server.close()
     listener.close_connections()
-    aiohttp_task.cancel()
+    for task in aiohttp_tasks:
+        task.cancel()
     for runner in runners:
         await runner.cleanup()
     await cache.close()
