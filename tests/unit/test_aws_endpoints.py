@@ -6,7 +6,6 @@ import pytest
 from botocore.endpoint_provider import EndpointProvider
 from botocore.exceptions import EndpointResolutionError as BotocoreEndpointError
 from botocore.loaders import create_loader
-
 from secretcache.aws.endpoints import (
     PARTITIONS,
     EndpointResolutionError,
@@ -24,7 +23,7 @@ def _all_regions() -> list[str]:
     for partition in _partitions["partitions"]:
         regions.extend(partition["regions"])
     # Regions no partition lists yet: the regexes (and the "aws" default) decide.
-    return regions + ["us-future-9", "cn-future-1", "us-gov-future-1", "xx-nowhere-1"]
+    return [*regions, "us-future-9", "cn-future-1", "us-gov-future-1", "xx-nowhere-1"]
 
 
 def _botocore(service: str, region: str, fips: bool, dual: bool, endpoint: str | None) -> str:

@@ -27,7 +27,8 @@ USER_AGENT = "secretcache (lean AWS client)"
 @dataclass(frozen=True)
 class Operation:
     name: str
-    #: member -> minimum length (strings, lists, blobs); list members' own minimum under "Name[]".
+    #: member -> the model's minimum that botocore checks: length of strings and lists, value of
+    #: integers (not blobs); list elements' own minimum under "Name[]".
     min_lengths: dict[str, int]
     required: tuple[str, ...] = ()
     input_blobs: tuple[str, ...] = ()
@@ -75,7 +76,7 @@ SERVICES: dict[str, tuple[str, str, dict[str, Operation]]] = {
             ),
             "get_parameters_by_path": Operation(
                 "GetParametersByPath",
-                {"Path": 1, "MaxResults": 1, "NextToken": 1},
+                {"Path": 1, "MaxResults": 1},
                 required=("Path",),
                 output_timestamps=("Parameters/*/LastModifiedDate",),
             ),
@@ -87,7 +88,7 @@ SERVICES: dict[str, tuple[str, str, dict[str, Operation]]] = {
         {
             "decrypt": Operation(
                 "Decrypt",
-                {"CiphertextBlob": 1, "KeyId": 1, "EncryptionAlgorithm": 0},
+                {"KeyId": 1},
                 input_blobs=("CiphertextBlob",),
                 output_blobs=("Plaintext", "CiphertextForRecipient"),
             ),
@@ -119,8 +120,11 @@ def validate(operation: Operation, params: dict[str, Any]) -> None:
     problems = [f"missing {name}" for name in operation.required if name not in params]
     for name, value in params.items():
         minimum = operation.min_lengths.get(name)
-        if minimum is not None and isinstance(value, (str, bytes, list)) and len(value) < minimum:
-            problems.append(f"{name} is shorter than {minimum}")
+        if minimum is not None:
+            if isinstance(value, (str, list)) and len(value) < minimum:
+                problems.append(f"{name} is shorter than {minimum}")
+            elif isinstance(value, int) and not isinstance(value, bool) and value < minimum:
+                problems.append(f"{name} is below {minimum}")
         element_minimum = operation.min_lengths.get(name + "[]")
         if (
             element_minimum is not None
