@@ -266,7 +266,8 @@ def render(results: dict[str, Any]) -> str:
         names = {
             "client_hit": "hit, secretcache_client.get_secret",
             "http_hit": "hit, raw http.client keep-alive",
-            "miss": "miss (refreshNow=true -> moto)",
+            "miss": "miss (refreshNow=true -> moto), lean",
+            "miss_sdk": "miss (refreshNow=true -> moto), SDK",
             "boto3": "direct boto3 get_secret_value -> moto",
             "powertools": "Powertools get_secret (in-process cache)",
             "floor": "floor: bare asyncio loopback HTTP",

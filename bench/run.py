@@ -410,10 +410,47 @@ def run_sandbox(
             pool = WorkerPool(8)
             stack.callback(pool.close)
             results["reads"] = run_reads(pool, target, plan, hit_body_size)
+            results["reads"]["miss_sdk"] = run_sdk_misses(
+                pool, target, plan, layers["with_pyc"], moto_url
+            )
             results["throughput"] = run_throughput(pool, target, plan, servers)
         if "imports" not in args.skip:
             results["function_import"] = function_import.measure(target, plan["import_repeats"])
             note("function imports done")
+
+
+def run_sdk_misses(
+    pool: WorkerPool, target: Target, plan: dict[str, Any], layer_dir: Path, moto_url: str
+) -> dict[str, Any]:
+    """The miss row again on a sandbox whose extension calls AWS through aiobotocore."""
+    import dataclasses
+
+    from tests.emulator import LambdaEmulator
+    from tests.support.net import free_port
+
+    port = free_port()
+    env = {
+        "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT": str(port),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "SECRETCACHE_UPSTREAM": "sdk",
+    }
+    with LambdaEmulator(
+        layer_dir, startup.FIXTURES, "noop.handler", env, endpoint_url=moto_url
+    ) as emu:
+        emu.init()
+        startup.wait_healthy(port)
+        sdk_target = dataclasses.replace(target, port=port, token=emu.session_token)
+        seq = pool.run("miss", sdk_target, plan["slow_reads"], 1)
+        par = pool.run("miss", sdk_target, plan["slow_reads_each_of_8"], 8)
+    out = {
+        "sequential": {**summary(seq["latencies_us"], 1), "reads_per_s": round(seq["reads_per_s"])},
+        "concurrent_8": {
+            **summary(par["latencies_us"], 1),
+            "reads_per_s": round(par["reads_per_s"]),
+        },
+    }
+    note(f"reads miss via the SDK: p50 {out['sequential']['median']} us")
+    return out
 
 
 def cpu_seconds(pid: int) -> float:
