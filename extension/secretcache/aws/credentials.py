@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 from .transport import fetch
@@ -167,7 +168,7 @@ class BotocoreCredentials:
     """botocore's whole provider chain, for what the two cheap sources above do not cover."""
 
     def __init__(self) -> None:
-        self._source: object | None = None
+        self._source: Any = None  # botocore.credentials.Credentials, once resolved
 
     async def get(self) -> Credentials:
         return await asyncio.to_thread(self._get_blocking)
@@ -179,7 +180,7 @@ class BotocoreCredentials:
             self._source = botocore.session.Session().get_credentials()
         if self._source is None:
             raise NoCredentialsError("no AWS credentials were found")
-        frozen = self._source.get_frozen_credentials()  # type: ignore[attr-defined]
+        frozen = self._source.get_frozen_credentials()
         return Credentials(frozen.access_key, frozen.secret_key, frozen.token)
 
 

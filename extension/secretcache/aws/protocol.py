@@ -188,12 +188,12 @@ def _drop_nulls(data: Any) -> Any:
 def parse_success(operation: Operation, body: bytes) -> dict[str, Any]:
     """The output as botocore returns it: blobs as bytes, timestamps as aware datetimes."""
     try:
-        data = json.loads(body) if body else {}
+        parsed = json.loads(body) if body else {}
     except ValueError:
         raise ResponseParserError("the response body is not JSON") from None
-    if not isinstance(data, dict):
+    if not isinstance(parsed, dict):
         raise ResponseParserError("the response body is not a JSON object")
-    data = _drop_nulls(data)
+    data: dict[str, Any] = _drop_nulls(parsed)
     try:
         for path in operation.output_blobs:
             _convert(data, path.split("/"), base64.b64decode)
