@@ -96,7 +96,6 @@ def main(argv: list[str], env: Mapping[str, str] | None = None) -> int:
     runtime_api = (env.get("AWS_LAMBDA_RUNTIME_API") or "").strip() or None
     api = ExtensionsApiClient(runtime_api) if runtime_api else None
 
-    unsupported = add_vendored_paths()
     port = _early_port(env)
     sock: _socket.socket | None = None
     bind_error: OSError | None = None
@@ -113,6 +112,8 @@ def main(argv: list[str], env: Mapping[str, str] | None = None) -> int:
             return 1
     registered = time.monotonic()
 
+    # Only what registering needs runs before it; the vendored paths matter from here on.
+    unsupported = add_vendored_paths()
     if unsupported is not None:
         return _fail(api, "Extension.UnsupportedRuntime", unsupported)
     from .config import ConfigError, load_config
