@@ -2,11 +2,12 @@
 
 A cache hit through aiohttp costs ~45 us of server CPU (parser, request objects, middlewares);
 the reads that dominate a function's traffic (`GET /secretsmanager/get`,
-`GET /systemsmanager/parameters/get`, with the token, no body) need far less. This protocol
-serves exactly those requests, hits and misses, with the same rules (`query.py`) and the same
-bytes from the same cache. Anything else (another path or method, a body, an unusual header,
-a request line or query the fast path would reject) hands the connection to aiohttp for the
-rest of its life, so every rejection is still rendered by the one error path in `server.py`.
+`GET /systemsmanager/parameters/get`, with the token, no body; `POST /kms/decrypt` with a JSON
+body) need far less. This protocol serves exactly those requests, hits and misses, with the
+same rules (`query.py`) and the same bytes from the same cache. Anything else (another path or
+method, a body elsewhere, an unusual header, a request line, query or body the fast path would
+reject) hands the connection to aiohttp for the rest of its life, so every rejection is still
+rendered by the one error path in `server.py`.
 
 It needs no aiohttp, so it serves as soon as the socket is bound; the first connection that needs
 aiohttp starts loading it, and waits for it, as does any other meanwhile.
@@ -24,8 +25,11 @@ from typing import Any
 from .cache import Lookup
 from .errors import BadRequest, SecretcacheError, ServiceUnavailable
 from .log import log, where
+from .prefetch import kms_digest
 from .query import (
+    MAX_BODY_BYTES,
     MAX_HEADER_BYTES,
+    decrypt_request,
     first,
     flag,
     parse_query_string,
@@ -37,11 +41,15 @@ from .reads import Reads
 from .status import Status
 
 _ROUTES = {
-    b"/secretsmanager/get": "secret",
-    b"/secretsmanager/get/": "secret",
-    b"/systemsmanager/parameters/get": "parameter",
-    b"/systemsmanager/parameters/get/": "parameter",
+    (b"GET", b"/secretsmanager/get"): "secret",
+    (b"GET", b"/secretsmanager/get/"): "secret",
+    (b"GET", b"/systemsmanager/parameters/get"): "parameter",
+    (b"GET", b"/systemsmanager/parameters/get/"): "parameter",
+    # With a body (Content-Length only): a function that only decrypts never needs aiohttp.
+    (b"POST", b"/kms/decrypt"): "decrypt",
 }
+#: `_plan`'s answer when a request's body has not fully arrived yet.
+_NEED_MORE = object()
 #: What the fast path takes (anything else goes to aiohttp's stricter parser): a target of
 #: printable ASCII without space or fragment, token-character header names, no control bytes.
 _TARGET = re.compile(rb"/[!-\"$-~]*")
@@ -186,12 +194,14 @@ class FastPathProtocol(asyncio.Protocol):
             if end + 4 > MAX_HEADER_BYTES or hub.status.closing:
                 self._hand_off()
                 return
-            plan = self._plan(self.buffer[:end])
+            plan = self._plan(self.buffer[:end], end + 4)
             if plan is None:
                 self._hand_off()
                 return
-            self.buffer = self.buffer[end + 4 :]
-            key, load, ttl, refresh = plan
+            if plan is _NEED_MORE:
+                return
+            key, load, ttl, refresh, body_size = plan
+            self.buffer = self.buffer[end + 4 + body_size :]
             if not refresh:
                 body = hub.cache.fresh(key, load)
                 if body is not None:
@@ -204,21 +214,24 @@ class FastPathProtocol(asyncio.Protocol):
             return
         return
 
-    def _plan(self, head: bytes) -> tuple[Any, Any, float, bool] | None:
-        """The read a request asks for, or None when aiohttp should answer it."""
+    def _plan(self, head: bytes, body_start: int) -> Any:
+        """The read a request asks for and its body size, `_NEED_MORE` while its body is still
+        arriving, or None when aiohttp should answer it."""
         hub = self.hub
         lines = head.split(b"\r\n")
         parts = lines[0].split(b" ")
-        if len(parts) != 3 or parts[0] != b"GET" or parts[2] != b"HTTP/1.1":
+        if len(parts) != 3 or parts[2] != b"HTTP/1.1":
             return None
         target = parts[1]
         if _TARGET.fullmatch(target) is None:
             return None
         path, _, raw_query = target.partition(b"?")
-        route = _ROUTES.get(path)
+        route = _ROUTES.get((parts[0], path))
         if route is None:
             return None
         token = host = None
+        body_size = 0
+        seen_length = False
         for line in lines[1:]:
             name, colon, value = line.partition(b":")
             if (
@@ -238,18 +251,31 @@ class FastPathProtocol(asyncio.Protocol):
                     return None
                 host = value
             elif lower == b"content-length":
-                if value != b"0":
-                    return None
+                if route != "decrypt":
+                    if value != b"0":
+                        return None
+                elif not value.isdigit() or int(value) > MAX_BODY_BYTES or seen_length:
+                    return None  # aiohttp answers 413 (or 400) from the same rules
+                else:
+                    body_size = int(value)
+                seen_length = True
             elif lower in _NOT_FAST:
                 return None
         if token is None or not token_matches(token, hub.token):
             return None
         if host is not None and host.lower() not in hub.allowed_hosts:
             return None
+        if route == "decrypt" and len(self.buffer) < body_start + body_size:
+            return _NEED_MORE
         try:
             pairs = parse_query_string(raw_query.decode("ascii"))
             refresh = flag(pairs, "refreshNow")
-            if route == "secret":
+            if route == "decrypt":
+                body = self.buffer[body_start : body_start + body_size]
+                blob, context, key_id, algorithm = decrypt_request(body)
+                digest = kms_digest(blob, context, key_id, algorithm)
+                key, load, ttl = hub.reads.decrypt_read(blob, context, key_id, algorithm, digest)
+            elif route == "secret":
                 key, load, ttl = hub.reads.secret_read(
                     required(pairs, "secretId"),
                     first(pairs, "versionId") or None,
@@ -261,7 +287,7 @@ class FastPathProtocol(asyncio.Protocol):
                 )
         except BadRequest:
             return None  # aiohttp renders the error, from the same rules
-        return key, load, ttl, refresh
+        return key, load, ttl, refresh, body_size
 
     async def _complete(self, pending: Any) -> None:
         try:

@@ -113,6 +113,26 @@ class Reads:
         key, load, ttl = self.parameter_read(name, selector, decrypt)
         return await self.read(key, load, ttl, refresh)
 
+    def decrypt_read(
+        self,
+        blob: bytes,
+        context: dict[str, str] | None,
+        key_id: str | None,
+        algorithm: str | None,
+        digest: str,
+    ) -> tuple[CacheKey, Loader, float]:
+        """The cache key, loader and TTL of a Decrypt (shared by both HTTP paths)."""
+        key = CacheKey("kms", digest)
+
+        async def load() -> bytes:
+            if algorithm:
+                result = await self.backends.decrypt(blob, context, key_id, algorithm)
+            else:
+                result = await self.backends.decrypt(blob, context, key_id)
+            return responses.decrypt_body(result)
+
+        return key, load, self.config.kms_ttl
+
     async def decrypt(
         self,
         blob: bytes,
@@ -123,16 +143,8 @@ class Reads:
         *,
         refresh: bool = False,
     ) -> Lookup:
-        key = CacheKey("kms", digest)
-
-        async def load() -> bytes:
-            if algorithm:
-                result = await self.backends.decrypt(blob, context, key_id, algorithm)
-            else:
-                result = await self.backends.decrypt(blob, context, key_id)
-            return responses.decrypt_body(result)
-
-        return await self.read(key, load, self.config.kms_ttl, refresh)
+        key, load, ttl = self.decrypt_read(blob, context, key_id, algorithm, digest)
+        return await self.read(key, load, ttl, refresh)
 
     async def parameters_by_path(
         self, path: str, recursive: bool, decrypt: bool, *, refresh: bool = False

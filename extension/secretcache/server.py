@@ -6,8 +6,6 @@ Handlers only parse the request, call `Reads`, and write the stored bytes.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -39,6 +37,7 @@ from .query import (
     Pairs,
     all_values,
     allowed_hosts,
+    decrypt_request,
     first,
     flag,
     parse_query_string,
@@ -261,43 +260,6 @@ async def batch_get_secrets(request: web.Request) -> web.Response:
         all_values(pairs, "secretId"), refresh=flag(pairs, "refreshNow")
     )
     return json_response(body)
-
-
-def decrypt_request(raw: bytes) -> tuple[bytes, dict[str, str] | None, str | None, str | None]:
-    """Validate a Decrypt request body: blob, encryption context, key id, algorithm."""
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest("the body must be a JSON object") from None
-    if not isinstance(body, dict):
-        raise BadRequest("the body must be a JSON object")
-    unknown = set(body) - {"CiphertextBlob", "EncryptionContext", "KeyId", "EncryptionAlgorithm"}
-    if unknown:
-        raise BadRequest(f"unknown field(s): {', '.join(sorted(n[:64] for n in unknown))}")
-    blob_b64 = body.get("CiphertextBlob")
-    if not isinstance(blob_b64, str) or not blob_b64:
-        raise BadRequest(
-            "CiphertextBlob must be a non-empty base64 string", error_type="MissingParameter"
-        )
-    try:
-        blob = base64.b64decode(blob_b64, validate=True)
-    except (binascii.Error, ValueError):
-        raise BadRequest("CiphertextBlob is not valid base64") from None
-    if not blob:
-        raise BadRequest("CiphertextBlob is empty")
-    context = body.get("EncryptionContext")
-    if context is not None and (
-        not isinstance(context, dict)
-        or not all(isinstance(k, str) and isinstance(v, str) for k, v in context.items())
-    ):
-        raise BadRequest("EncryptionContext must be an object of strings")
-    key_id = body.get("KeyId")
-    if key_id is not None and (not isinstance(key_id, str) or not key_id):
-        raise BadRequest("KeyId must be a non-empty string")
-    algorithm = body.get("EncryptionAlgorithm")
-    if algorithm is not None and (not isinstance(algorithm, str) or not algorithm):
-        raise BadRequest("EncryptionAlgorithm must be a non-empty string")
-    return blob, context, key_id, algorithm
 
 
 async def kms_decrypt(request: web.Request) -> web.Response:
