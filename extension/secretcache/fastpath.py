@@ -29,6 +29,7 @@ from .prefetch import kms_digest
 from .query import (
     MAX_BODY_BYTES,
     MAX_HEADER_BYTES,
+    MAX_HEADER_COUNT,
     decrypt_request,
     first,
     flag,
@@ -47,6 +48,8 @@ _ROUTES = {
     (b"GET", b"/systemsmanager/parameters/get/"): "parameter",
     # With a body (Content-Length only): a function that only decrypts never needs aiohttp.
     (b"POST", b"/kms/decrypt"): "decrypt",
+    # No token (as in server.py): health checks should not load aiohttp either.
+    (b"GET", b"/health"): "health",
 }
 #: `_plan`'s answer when a request's body has not fully arrived yet.
 _NEED_MORE = object()
@@ -200,6 +203,10 @@ class FastPathProtocol(asyncio.Protocol):
                 return
             if plan is _NEED_MORE:
                 return
+            if isinstance(plan, bytes):  # answered without a read (health)
+                self.buffer = self.buffer[end + 4 :]
+                self._write(200, plan)
+                continue
             key, load, ttl, refresh, body_size = plan
             self.buffer = self.buffer[end + 4 + body_size :]
             if not refresh:
@@ -215,12 +222,12 @@ class FastPathProtocol(asyncio.Protocol):
         return
 
     def _plan(self, head: bytes, body_start: int) -> Any:
-        """The read a request asks for and its body size, `_NEED_MORE` while its body is still
-        arriving, or None when aiohttp should answer it."""
+        """The read a request asks for and its body size, the bytes of an answer that needs no
+        read, `_NEED_MORE` while its body is still arriving, or None when aiohttp should answer."""
         hub = self.hub
         lines = head.split(b"\r\n")
         parts = lines[0].split(b" ")
-        if len(parts) != 3 or parts[2] != b"HTTP/1.1":
+        if len(parts) != 3 or parts[2] != b"HTTP/1.1" or len(lines) - 1 > MAX_HEADER_COUNT:
             return None
         target = parts[1]
         if _TARGET.fullmatch(target) is None:
@@ -261,9 +268,11 @@ class FastPathProtocol(asyncio.Protocol):
                 seen_length = True
             elif lower in _NOT_FAST:
                 return None
-        if token is None or not token_matches(token, hub.token):
-            return None
         if host is not None and host.lower() not in hub.allowed_hosts:
+            return None
+        if route == "health":
+            return hub.status.health_body(hub.reads.backends.loaded)
+        if token is None or not token_matches(token, hub.token):
             return None
         if route == "decrypt" and len(self.buffer) < body_start + body_size:
             return _NEED_MORE

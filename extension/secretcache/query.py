@@ -18,6 +18,8 @@ MAX_QUERY_VALUE = 2048
 MAX_BODY_BYTES = 64 * 1024
 #: Request line plus headers.
 MAX_HEADER_BYTES = 8 * 1024
+#: Header lines per request (aiohttp's parser is told the same; more is 431).
+MAX_HEADER_COUNT = 128
 MAX_BATCH_ITEMS = 100
 _LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 

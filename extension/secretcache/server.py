@@ -32,6 +32,7 @@ from .prefetch import kms_digest
 from .query import (
     MAX_BODY_BYTES,
     MAX_HEADER_BYTES,
+    MAX_HEADER_COUNT,
     MAX_QUERY_VALUE,
     TOKEN_HEADERS,
     Pairs,
@@ -275,8 +276,7 @@ async def kms_decrypt(request: web.Request) -> web.Response:
 async def health(request: web.Request) -> web.Response:
     """No token, no names, no configuration: just whether the extension is ready."""
     state = request.app[STATE]
-    status = "ok" if state.status.ready and state.reads.backends.loaded else "starting"
-    return json_response(json.dumps({"status": status}).encode())
+    return json_response(state.status.health_body(state.reads.backends.loaded))
 
 
 async def ping(request: web.Request) -> web.Response:
@@ -297,7 +297,7 @@ def make_app(reads: Reads, status: Status) -> web.Application:
         handler_args={
             "max_line_size": MAX_LINE_SIZE,
             "max_field_size": MAX_FIELD_SIZE,
-            "max_headers": 128,
+            "max_headers": MAX_HEADER_COUNT,
         },
     )
     app[STATE] = ServerState(reads, status)

@@ -302,3 +302,16 @@ def test_a_decrypt_the_fast_path_refuses_gets_aiohttps_error(
     got, headers, body = conn.response()
     assert (got, json.loads(body)["errorType"]) == (status, error_type)
     assert "aiohttp" in headers.get("server", "")
+
+
+def test_health_is_answered_without_aiohttp_and_a_foreign_host_still_goes_to_it(
+    extension: ExtensionProcess, conn: RawConnection
+) -> None:
+    conn.send(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    status, headers, body = conn.response()
+    assert (status, json.loads(body)) == (200, {"status": "ok"})
+    assert "server" not in headers
+    conn.send(b"GET /health HTTP/1.1\r\nHost: evil.example\r\n\r\n")
+    status, headers, body = conn.response()
+    assert (status, json.loads(body)["errorType"]) == (403, "ForbiddenHost")
+    assert "aiohttp" in headers.get("server", "")
