@@ -370,6 +370,12 @@ def run_sandbox(
             raise RuntimeError(f"first read answered {status}: {body[:300]!r}")
         hit_body_size = len(body)
         memory["rss_after_first_read_mib"] = _mib(rss_kib(pid))
+        # The fill goes through /secretsmanager/batchget, an aiohttp route: load aiohttp first so
+        # "added per 1000 entries" counts entries only.
+        status, body = get(port, token, f"/secretsmanager/batchget?secretId={HIT_SECRET}")
+        if status != 200:
+            raise RuntimeError(f"batchget answered {status}: {body[:300]!r}")
+        memory["rss_after_aiohttp_mib"] = _mib(rss_kib(pid))
         filled = _fill_cache(port, token)
         metrics_status, metrics_body = get(port, token, "/metrics")
         memory["rss_after_fill_mib"] = _mib(rss_kib(pid))
@@ -380,7 +386,7 @@ def run_sandbox(
             "metrics": json.loads(metrics_body) if metrics_status == 200 else None,
         }
         memory["added_per_1000_entries_mib"] = round(
-            (memory["rss_after_fill_mib"] - memory["rss_after_first_read_mib"]) * 1000 / filled, 1
+            (memory["rss_after_fill_mib"] - memory["rss_after_aiohttp_mib"]) * 1000 / filled, 1
         )
         results["memory"] = memory
         note(
