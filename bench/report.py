@@ -289,6 +289,15 @@ def render(results: dict[str, Any]) -> str:
                 f"  {label:<42}{_f(s['median']):>8}{_f(s['p99']):>9}{_f(s['reads_per_s']):>10}"
                 f"{_f(c['median']):>8}{_f(c['p99']):>9}{_f(c['reads_per_s']):>10}"
             )
+        cpu = {
+            k: (reads.get(k) or {}).get("sequential", {}).get("server_cpu_us_per_read")
+            for k in ("miss", "miss_sdk")
+        }
+        if cpu["miss"] is not None:
+            lines.append(
+                f"  extension CPU per miss (1 client): lean {_f(cpu['miss'])} us, "
+                f"SDK {_f(cpu['miss_sdk'])} us"
+            )
         r = results.get("ratios") or {}
         lines.append(
             f"  ratios (p50, same run): boto3/client hit {_f(r.get('boto3_over_client_hit'))}x, "

@@ -415,7 +415,7 @@ def run_sandbox(
         if "reads" not in args.skip:
             pool = WorkerPool(8)
             stack.callback(pool.close)
-            results["reads"] = run_reads(pool, target, plan, hit_body_size)
+            results["reads"] = run_reads(pool, target, plan, hit_body_size, pid)
             results["reads"]["miss_sdk"] = run_sdk_misses(
                 pool, target, plan, layers["with_pyc"], moto_url
             )
@@ -446,10 +446,20 @@ def run_sdk_misses(
         emu.init()
         startup.wait_healthy(port)
         sdk_target = dataclasses.replace(target, port=port, token=emu.session_token)
+        sdk_pid = emu.pid("secretcache")
+        assert sdk_pid is not None
+        cpu_before = cpu_seconds(sdk_pid)
         seq = pool.run("miss", sdk_target, plan["slow_reads"], 1)
+        server_cpu_us = (
+            (cpu_seconds(sdk_pid) - cpu_before) * 1e6 / (plan["slow_reads"] + WARM_UP_READS)
+        )
         par = pool.run("miss", sdk_target, plan["slow_reads_each_of_8"], 8)
     out = {
-        "sequential": {**summary(seq["latencies_us"], 1), "reads_per_s": round(seq["reads_per_s"])},
+        "sequential": {
+            **summary(seq["latencies_us"], 1),
+            "reads_per_s": round(seq["reads_per_s"]),
+            "server_cpu_us_per_read": round(server_cpu_us, 1),
+        },
         "concurrent_8": {
             **summary(par["latencies_us"], 1),
             "reads_per_s": round(par["reads_per_s"]),
@@ -482,14 +492,24 @@ def _fill_cache(port: int, token: str) -> int:
     return count
 
 
+#: Untimed reads each worker makes before the timed ones (bench/reads.py).
+WARM_UP_READS = 20
+
+
 def run_reads(
-    pool: WorkerPool, target: Target, plan: dict[str, Any], body_size: int
+    pool: WorkerPool, target: Target, plan: dict[str, Any], body_size: int, server_pid: int
 ) -> dict[str, Any]:
     out: dict[str, Any] = {"hit_response_body_bytes": body_size}
     order = ("floor", "http_hit", "client_hit", "powertools", "boto3", "miss")
     for kind in order:
         slow = kind in ("boto3", "miss")
+        cpu_before = cpu_seconds(server_pid)
         seq = pool.run(kind, target, plan["slow_reads" if slow else "hit_reads"], 1)
+        server_cpu_us = (
+            (cpu_seconds(server_pid) - cpu_before)
+            * 1e6
+            / (plan["slow_reads" if slow else "hit_reads"] + WARM_UP_READS)
+        )
         par = pool.run(
             kind, target, plan["slow_reads_each_of_8" if slow else "hit_reads_each_of_8"], 8
         )
@@ -497,6 +517,7 @@ def run_reads(
             "sequential": {
                 **summary(seq["latencies_us"], 1),
                 "reads_per_s": round(seq["reads_per_s"]),
+                "server_cpu_us_per_read": round(server_cpu_us, 1) if kind == "miss" else None,
             },
             "concurrent_8": {
                 **summary(par["latencies_us"], 1),
