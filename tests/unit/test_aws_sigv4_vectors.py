@@ -33,7 +33,7 @@ def _cases() -> list[str]:
     try:
         root = sigv4_suite_dir()
     except RuntimeError as exc:
-        pytest.skip(str(exc))  # no registry reachable: nothing to compare against
+        pytest.skip(str(exc), allow_module_level=True)  # no registry: nothing to compare
     names = []
     for req in sorted(root.rglob("*.req")):
         case = req.parent.relative_to(root).as_posix()
