@@ -2,7 +2,9 @@
 # secretcache build entry point.
 #   ./build.sh [layer]        build dist/secretcache-layer.zip (quick no-op when nothing changed)
 #   ./build.sh test [args]    set up .venv, build the layer, run the test suite (pytest args pass through)
-#   ./build.sh demo [args]    build the layer and run the example function on the local Lambda emulator
+#   ./build.sh demo [args]    build the layer and run the example function on AWS's Lambda emulator (RIE)
+#   ./build.sh local-invoke --code DIR --handler M.F [--endpoint URL] [--event FILE] ...
+#                             your function with the layer on AWS's RIE, against moto or URL
 #   ./build.sh bench [args]   build the layer and run the benchmarks (--quick: fewer samples); see bench/README.md
 #   ./build.sh sam-validate   sam validate --lint template.yaml (aws-sam-cli in its own venv .venv-sam)
 #   ./build.sh setup          set up .venv only
@@ -71,11 +73,18 @@ case "$cmd" in
     ;;
   demo)
     build_layer >&2
-    exec "$VENV/bin/python" -m tests.emulator.demo "$@"
+    # AWS's emulator (RIE) comes with aws-sam-cli; without it the demo says so and uses ours.
+    ( ensure_sam_venv ) || echo "build.sh: aws-sam-cli (RIE) could not be installed" >&2
+    exec "$VENV/bin/python" -m tools.demo "$@"
+    ;;
+  local-invoke)
+    build_layer >&2
+    ensure_sam_venv
+    exec "$VENV/bin/python" -m tools.local_invoke "$@"
     ;;
   bench)
     build_layer >&2
     exec "$VENV/bin/python" -m bench "$@"
     ;;
-  *) echo "usage: ./build.sh [layer|test|demo|bench|sam-validate|setup|sam-setup]" >&2; exit 2 ;;
+  *) echo "usage: ./build.sh [layer|test|demo|local-invoke|bench|sam-validate|setup|sam-setup]" >&2; exit 2 ;;
 esac

@@ -26,7 +26,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from bench import function_import, load, report, startup  # noqa: E402
 from bench.memory import RssSampler, rss_kib  # noqa: E402
 from bench.reads import Target, WorkerPool  # noqa: E402
 from bench.stats import summary  # noqa: E402
+from tools.cli import interrupts_as_exit  # noqa: E402
 
 LAYER_ZIP = REPO / "dist" / "secretcache-layer.zip"
 RESULTS = Path(__file__).resolve().parent / "results.json"
@@ -129,8 +129,8 @@ def start_floor_server(
     body_size: int, mode: str = "asyncio", layer_dir: Path | None = None
 ) -> tuple[subprocess.Popen[str], int]:
     """The floor server as a process; ``aiohttp`` mode uses the layer's vendored aiohttp."""
-    from tests.emulator import default_python
-    from tests.support.net import free_port
+    from tools.emulator import default_python
+    from tools.net import free_port
 
     port = free_port()
     env = dict(os.environ)
@@ -159,14 +159,14 @@ def stop_process(proc: subprocess.Popen[Any]) -> None:
 
 
 def get(port: int, token: str, path: str) -> tuple[int, bytes]:
-    from tests.support.net import http_request
+    from tools.net import http_request
 
     result = http_request(port, "GET", path, headers={TOKEN_HEADER: token}, timeout=30)
     return result.status, result.body
 
 
 def post(port: int, token: str, path: str, document: dict[str, Any]) -> tuple[int, bytes]:
-    from tests.support.net import http_request
+    from tools.net import http_request
 
     result = http_request(
         port,
@@ -194,7 +194,7 @@ def environment_facts(layer_zip: Path, plan: dict[str, Any]) -> dict[str, Any]:
         except OSError:
             return ""
 
-    from tests.emulator import default_python
+    from tools.emulator import default_python
 
     wrk = run("wrk", "--version") if load.wrk_available() else ""
     return {
@@ -214,20 +214,6 @@ def environment_facts(layer_zip: Path, plan: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@contextlib.contextmanager
-def interrupts_as_exit() -> Iterator[None]:
-    """SIGTERM unwinds like Ctrl-C, so every process the bench started is stopped."""
-
-    def on_term(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, on_term)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def note(message: str) -> None:
     print(f"  .. {message}", file=sys.stderr, flush=True)
 
@@ -245,7 +231,7 @@ def startup_variants(layers: dict[str, Path]) -> dict[str, tuple[Path, dict[str,
 
 
 def run_startup(layers: dict[str, Path], moto_url: str, count: int) -> dict[str, Any]:
-    from tests.emulator import default_python
+    from tools.emulator import default_python
 
     python = default_python()
     variants = startup_variants(layers)
@@ -285,8 +271,8 @@ def run_memory_by_service(
 ) -> dict[str, Any]:
     """RSS at ready, then after the first read of each service in turn (each a miss to moto),
     then once every background load has finished; and the extension's CPU seconds so far."""
-    from tests.emulator import LambdaEmulator
-    from tests.support.net import free_port
+    from tools.emulator import LambdaEmulator
+    from tools.net import free_port
 
     port = free_port()
     env = {
@@ -340,8 +326,8 @@ def run_sandbox(
     args: argparse.Namespace, layers: dict[str, Path], moto_url: str, results: dict[str, Any]
 ) -> None:
     """One sandbox for memory, latency and throughput (and the function-import comparison)."""
-    from tests.emulator import LambdaEmulator
-    from tests.support.net import free_port
+    from tools.emulator import LambdaEmulator
+    from tools.net import free_port
 
     plan = args.plan
     port = free_port()
@@ -431,8 +417,8 @@ def run_sdk_misses(
     """The miss row again on a sandbox whose extension calls AWS through aiobotocore."""
     import dataclasses
 
-    from tests.emulator import LambdaEmulator
-    from tests.support.net import free_port
+    from tools.emulator import LambdaEmulator
+    from tools.net import free_port
 
     port = free_port()
     env = {
@@ -568,7 +554,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"bench: {layer_zip} is missing; run ./build.sh layer first", file=sys.stderr)
         return 1
     started = time.monotonic()
-    from tests.support.moto_server import MotoServer
+    from tools.moto_server import MotoServer
 
     with contextlib.ExitStack() as stack:
         workdir = Path(tempfile.mkdtemp(prefix="secretcache-bench-"))

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.emulator import LambdaEmulator, unpack_layer
-from tests.support.net import free_port, http_request
+from tools.emulator import LambdaEmulator, unpack_layer
+from tools.net import free_port, http_request
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 

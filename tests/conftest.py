@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from tests.support.extension_process import ExtensionProcess
-from tests.support.moto_server import MotoServer
+from tools.moto_server import MotoServer
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ if sys.version_info < (3, 10):  # noqa: UP036
     )
     sys.exit(1)
 
-from secretcache.lifecycle import main
+from secretcache.lifecycle import exit_now, main
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    exit_now(main(sys.argv[1:]))

@@ -327,30 +327,29 @@ class AwsBackends:
         )
 
     async def get_parameters_by_path(
-        self, path: str, recursive: bool, with_decryption: bool
+        self, path: str, recursive: bool, with_decryption: bool, *, limit: int | None = None
     ) -> list[dict[str, Any]]:
-        """Every page of GetParametersByPath, within one service timeout in total."""
+        """Every page of GetParametersByPath; each page has the service timeout.
 
-        async def all_pages() -> list[dict[str, Any]]:
-            parameters: list[dict[str, Any]] = []
-            params: dict[str, Any] = {
-                "Path": path,
-                "Recursive": recursive,
-                "WithDecryption": with_decryption,
-                "MaxResults": 10,
-            }
-            while True:
-                page = await self.call("ssm", "get_parameters_by_path", params)
-                parameters.extend(page.get("Parameters") or [])
-                token = page.get("NextToken")
-                if not token:
-                    return parameters
-                params["NextToken"] = token
-
-        try:
-            return await asyncio.wait_for(all_pages(), self._timeouts["ssm"])
-        except asyncio.TimeoutError:
-            raise UpstreamTimeout("ssm did not return every page of the path in time") from None
+        With `limit`, paging stops once more than `limit` parameters have arrived (the caller
+        refuses such a path), so an oversized path costs a bounded number of pages. There is no
+        deadline on the whole walk: one would throw away every page fetched whenever a large
+        path is slow, and the next try would fetch them all again.
+        """
+        parameters: list[dict[str, Any]] = []
+        params: dict[str, Any] = {
+            "Path": path,
+            "Recursive": recursive,
+            "WithDecryption": with_decryption,
+            "MaxResults": 10,
+        }
+        while True:
+            page = await self.call("ssm", "get_parameters_by_path", params)
+            parameters.extend(page.get("Parameters") or [])
+            token = page.get("NextToken")
+            if not token or (limit is not None and len(parameters) > limit):
+                return parameters
+            params["NextToken"] = token
 
     async def batch_get_secret_value(self, secret_ids: list[str]) -> dict[str, Any]:
         """BatchGetSecretValue for at most 20 ids (AWS's limit per call)."""

@@ -10,11 +10,13 @@ import asyncio
 import copy
 import random
 import time
-from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
 from typing import NamedTuple
 
 from .errors import NotFound, SecretcacheError
+from .metrics import Metrics
+from .service import Service
 
 Loader = Callable[[], Awaitable[bytes]]
 #: Fixed per-entry overhead counted against the byte bound (key, entry object, dict slot).
@@ -27,6 +29,21 @@ def _copy_error(error: SecretcacheError) -> SecretcacheError:
     """A fresh instance to raise: re-raising one stored exception object appends every raise's
     frames to its traceback, so a cached not-found would keep each request's frames alive."""
     return copy.copy(error).with_traceback(None)
+
+
+class Policy(NamedTuple):
+    """How one service's answers are kept; fixed at start (the cache holds one per service)."""
+
+    #: Seconds an answer is fresh; 0 = not cached.
+    ttl: float
+    #: Seconds a not-found answer is remembered; 0 = never.
+    not_found_ttl: float = 0.0
+    #: Seconds past its TTL an entry may be served when a refresh fails transiently; 0 = never.
+    max_stale: float = 0.0
+    #: Largest share of the TTL cut at random per entry, so sandboxes do not refresh in step.
+    jitter: float = 0.1
+    #: Share of the TTL at the end of an entry's life in which a hit refreshes in the background.
+    refresh_ahead: float = REFRESH_AHEAD_FRACTION
 
 
 class CacheKey(NamedTuple):
@@ -70,95 +87,52 @@ class SandboxClock:
         return self._now
 
 
-class ServiceStats:
-    """Counters for one service; read by /metrics."""
-
-    __slots__ = (
-        "coalesced",
-        "hits",
-        "latencies",
-        "misses",
-        "refreshes",
-        "stale",
-        "upstream_calls",
-        "upstream_errors",
-    )
-
-    def __init__(self) -> None:
-        self.hits = 0
-        self.misses = 0
-        self.stale = 0
-        self.refreshes = 0
-        self.coalesced = 0
-        self.upstream_calls = 0
-        self.upstream_errors: dict[str, int] = {}
-        self.latencies: deque[float] = deque(maxlen=2048)
-
-    def as_dict(self) -> dict[str, object]:
-        ordered = sorted(self.latencies)
-
-        def pct(p: float) -> float | None:
-            if not ordered:
-                return None
-            return round(ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000, 3)
-
-        return {
-            "hits": self.hits,
-            "misses": self.misses,
-            "staleServed": self.stale,
-            "refreshes": self.refreshes,
-            "coalescedWaiters": self.coalesced,
-            "upstreamCalls": self.upstream_calls,
-            "upstreamErrors": dict(self.upstream_errors),
-            "upstreamLatencyMs": {"p50": pct(0.5), "p99": pct(0.99)},
-        }
-
-
 class _Entry:
-    __slots__ = ("body", "error", "expires_at", "size", "stored_at", "ttl")
+    __slots__ = ("body", "error", "expires_at", "refresh_from", "size", "stored_at")
 
     def __init__(
         self,
         body: bytes,
         error: SecretcacheError | None,
         stored_at: float,
-        ttl: float,
         lifetime: float,
+        refresh_window: float,
     ) -> None:
         self.body = body
         self.error = error
         self.stored_at = stored_at
-        self.ttl = ttl  # as configured: what a refresh stores again
         self.expires_at = stored_at + lifetime  # the TTL shortened by jitter
+        self.refresh_from = self.expires_at - refresh_window
         self.size = len(body) + ENTRY_OVERHEAD_BYTES
 
 
 class TtlCache:
-    """Bounded in-memory cache with per-call TTLs and one upstream call per key at a time."""
+    """Bounded in-memory cache with one `Policy` per service and one upstream call per key at a
+    time. A key whose service has no policy is not cached."""
 
     def __init__(
         self,
         *,
         max_entries: int,
         max_bytes: int,
-        max_stale: float = 0.0,
+        policies: Mapping[Service, Policy] | Mapping[str, Policy],
         clock: Callable[[], float] | None = None,
-        jitter: float = 0.1,
         rand: Callable[[], float] = random.random,
         on_stale: Callable[[CacheKey, SecretcacheError, float], None] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
-        self.max_stale = max_stale
+        self.policies: dict[str, Policy] = {str(k): v for k, v in policies.items()}
         self.clock: Callable[[], float] = clock or SandboxClock()
-        self.jitter = jitter
         self._rand = rand
         self._on_stale = on_stale
         self._entries: OrderedDict[CacheKey, _Entry] = OrderedDict()
         self._inflight: dict[CacheKey, asyncio.Future[bytes]] = {}
         self._background: set[asyncio.Task[None]] = set()
         self.bytes = 0
-        self.stats: dict[str, ServiceStats] = {}
+        #: Where hits, misses, refreshes, stale answers and coalesced waiters are counted.
+        self.metrics = metrics if metrics is not None else Metrics()
 
     @property
     def enabled(self) -> bool:
@@ -166,12 +140,6 @@ class TtlCache:
 
     def __len__(self) -> int:
         return len(self._entries)
-
-    def service_stats(self, service: str) -> ServiceStats:
-        stats = self.stats.get(service)
-        if stats is None:
-            stats = self.stats[service] = ServiceStats()
-        return stats
 
     def entries_by_service(self) -> dict[str, tuple[int, int]]:
         """Entry count and bytes per service."""
@@ -194,27 +162,21 @@ class TtlCache:
         if now >= entry.expires_at:
             return None
         self._entries.move_to_end(key)
-        self.service_stats(key.service).hits += 1
-        if (
-            load is not None
-            and entry.expires_at - now <= entry.ttl * REFRESH_AHEAD_FRACTION
-            and key not in self._inflight
-        ):
-            self._refresh_in_background(key, load, entry.ttl)
+        self.metrics.service(key.service).hits += 1
+        if load is not None and now >= entry.refresh_from and key not in self._inflight:
+            self._refresh_in_background(key, load)
         return entry.body
 
     async def get(
         self,
         key: CacheKey,
         load: Loader,
-        ttl: float,
         *,
         refresh: bool = False,
-        not_found_ttl: float = 0.0,
     ) -> Lookup:
         """Serve `key` from the cache or load it (once, however many callers wait)."""
-        stats = self.service_stats(key.service)
-        if not self.enabled or ttl <= 0:
+        stats = self.metrics.service(key.service)
+        if not self.enabled or self._ttl(key) <= 0:
             stats.misses += 1
             return Lookup(await load(), "bypass")
         entry = self._entries.get(key)
@@ -231,7 +193,7 @@ class TtlCache:
         else:
             stats.misses += 1
         try:
-            body, coalesced = await self._single_flight(key, load, ttl, not_found_ttl)
+            body, coalesced = await self._single_flight(key, load, refresh)
         except SecretcacheError as exc:
             stale = self._stale_for(key, exc)
             if stale is None:
@@ -245,43 +207,38 @@ class TtlCache:
         return Lookup(body, outcome, 0.0)
 
     def _stale_for(self, key: CacheKey, exc: SecretcacheError) -> _Entry | None:
-        if not exc.transient or self.max_stale <= 0:
+        policy = self.policies.get(key.service)
+        if not exc.transient or policy is None or policy.max_stale <= 0:
             return None
         entry = self._entries.get(key)
         if entry is None or entry.error is not None:
             return None
-        if self.clock() - entry.expires_at > self.max_stale:
+        if self.clock() - entry.expires_at > policy.max_stale:
             return None
         return entry
 
-    def record_upstream(self, service: str, seconds: float, error_type: str | None) -> None:
-        """Count one AWS API call (the backends report each, pages and retries included)."""
-        stats = self.service_stats(service)
-        stats.upstream_calls += 1
-        if error_type is None:
-            stats.latencies.append(seconds)
-        else:
-            stats.upstream_errors[error_type] = stats.upstream_errors.get(error_type, 0) + 1
-
     async def _single_flight(
-        self, key: CacheKey, load: Loader, ttl: float, not_found_ttl: float
+        self, key: CacheKey, load: Loader, refresh: bool
     ) -> tuple[bytes, bool]:
+        """Join the load in flight for `key`, or start one.
+
+        A forced refresh never joins: the load in flight may have fetched before a rotation. It
+        starts its own, which later callers join and which alone may store its result.
+        """
         pending = self._inflight.get(key)
-        if pending is not None:
-            self.service_stats(key.service).coalesced += 1
+        if pending is not None and not refresh:
+            self.metrics.service(key.service).coalesced += 1
             return await asyncio.shield(pending), True
-        future = self._start_load(key, load, ttl, not_found_ttl)
+        future = self._start_load(key, load)
         return await asyncio.shield(future), False
 
-    def _start_load(
-        self, key: CacheKey, load: Loader, ttl: float, not_found_ttl: float = 0.0
-    ) -> asyncio.Future[bytes]:
+    def _start_load(self, key: CacheKey, load: Loader) -> asyncio.Future[bytes]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bytes] = loop.create_future()
         # Nobody may be left awaiting (all callers cancelled): mark the exception as seen.
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._inflight[key] = future
-        task = loop.create_task(self._run_load(key, load, ttl, not_found_ttl, future))
+        task = loop.create_task(self._run_load(key, load, future))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         return future
@@ -290,15 +247,14 @@ class TtlCache:
         self,
         key: CacheKey,
         load: Loader,
-        ttl: float,
-        not_found_ttl: float,
         future: asyncio.Future[bytes],
     ) -> None:
         try:
             body = await load()
         except SecretcacheError as exc:
-            if isinstance(exc, NotFound) and not_found_ttl > 0:
-                self._store(key, b"", _copy_error(exc), not_found_ttl)
+            latest = self._inflight.get(key) is future
+            if latest and isinstance(exc, NotFound):
+                self._store(key, b"", _copy_error(exc))
             if not future.done():
                 future.set_exception(exc)
         except asyncio.CancelledError:
@@ -309,27 +265,37 @@ class TtlCache:
             if not future.done():
                 future.set_exception(exc)
         else:
-            self._store(key, body, None, ttl)
+            if self._inflight.get(key) is future:  # a newer (forced) load supersedes this one
+                self._store(key, body, None)
             if not future.done():
                 future.set_result(body)
         finally:
             if self._inflight.get(key) is future:
                 del self._inflight[key]
 
-    def put(self, key: CacheKey, body: bytes, ttl: float) -> None:
+    def put(self, key: CacheKey, body: bytes) -> None:
         """Store a body loaded elsewhere (a batch read fills single-item entries)."""
-        if self.enabled and ttl > 0:
-            self._store(key, body, None, ttl)
+        if self.enabled:
+            self._store(key, body, None)
 
-    def _refresh_in_background(self, key: CacheKey, load: Loader, ttl: float) -> None:
-        self.service_stats(key.service).refreshes += 1
-        self._start_load(key, load, ttl)
+    def _refresh_in_background(self, key: CacheKey, load: Loader) -> None:
+        self.metrics.service(key.service).refreshes += 1
+        self._start_load(key, load)
 
-    def _store(
-        self, key: CacheKey, body: bytes, error: SecretcacheError | None, ttl: float
-    ) -> None:
-        lifetime = ttl * (1.0 - self.jitter * self._rand())
-        entry = _Entry(body, error, self.clock(), ttl, lifetime)
+    def _ttl(self, key: CacheKey) -> float:
+        policy = self.policies.get(key.service)
+        return 0.0 if policy is None else policy.ttl
+
+    def _store(self, key: CacheKey, body: bytes, error: SecretcacheError | None) -> None:
+        """Store under the key's policy: its TTL (not-found TTL for an error), jitter applied."""
+        policy = self.policies.get(key.service)
+        if policy is None:
+            return
+        ttl = policy.not_found_ttl if error is not None else policy.ttl
+        if ttl <= 0:
+            return
+        lifetime = ttl * (1.0 - policy.jitter * self._rand())
+        entry = _Entry(body, error, self.clock(), lifetime, ttl * policy.refresh_ahead)
         old = self._entries.pop(key, None)
         if old is not None:
             self.bytes -= old.size

@@ -10,6 +10,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from .errors import BadRequest
+from .query import Pairs
+from .read_requests import DecryptRead, ParameterRead, PathRead, SecretRead
+
+#: What a prefetch item warms: the read request it stands for.
+PrefetchRead = SecretRead | ParameterRead | PathRead | DecryptRead
+
 MAX_TTL_SECONDS = 86_400
 #: Total time for one upstream request when the *_TIMEOUT_MILLIS variables are 0 (the SDK default).
 DEFAULT_UPSTREAM_TIMEOUT_SECONDS = 5.0
@@ -34,24 +41,27 @@ class ConfigError(ValueError):
 
 
 PREFETCH_KINDS = ("sm", "ssm", "ssmpath", "kms")
+#: The options each kind takes: the query parameters of the request it stands for.
+_PREFETCH_OPTIONS = {
+    "sm": frozenset({"versionId", "versionStage"}),
+    "ssm": frozenset({"withDecryption", "version", "label"}),
+    "ssmpath": frozenset({"withDecryption", "recursive"}),
+    "kms": frozenset(),
+}
 
 
 @dataclass(frozen=True, slots=True)
 class PrefetchItem:
     """One entry of SECRETCACHE_PREFETCH: what to warm before reporting ready.
 
-    `target` is a secret id, a parameter name, a path, or (kms) the name of the environment
-    variable whose base64 ciphertext is in `ciphertext`.
+    `read` is the typed read request the item stands for, parsed by the same rules as the HTTP
+    request that would later hit its entry. `target` is a secret id, a parameter name, a path,
+    or (kms) the name of the environment variable holding the base64 ciphertext.
     """
 
     kind: str
     target: str
-    decrypt: bool = False
-    selector: str = ""
-    recursive: bool = False
-    version_id: str | None = None
-    version_stage: str | None = None
-    ciphertext: str = field(default="", repr=False)
+    read: PrefetchRead = field(repr=False)
 
     @property
     def label(self) -> str:
@@ -78,6 +88,8 @@ class Config:
     max_stale_seconds: int = 3600
     not_found_ttl: int = 0
     max_client_connections: int = 256
+    #: Seconds for a request head (and a request body) to arrive once its first byte has.
+    request_timeout: float = 10.0
     token: str = field(default="", repr=False)
     token_source: str = "AWS_SESSION_TOKEN"
     lambda_runtime_api: str | None = None
@@ -86,6 +98,8 @@ class Config:
     region: str | None = None
     prefetch: tuple[PrefetchItem, ...] = ()
     prefetch_required: bool = False
+    #: Parameters one by-path read may hold; a larger path is refused (PathTooLarge).
+    path_max_parameters: int = 100
     metrics: str = "none"
     metrics_interval: int = 60
     metrics_namespace: str = "Secretcache"
@@ -121,10 +135,12 @@ class Config:
             "maxStaleSeconds": self.max_stale_seconds,
             "notFoundTtlSeconds": self.not_found_ttl,
             "maxClientConnections": self.max_client_connections,
+            "requestTimeoutSeconds": self.request_timeout,
             "tokenSource": self.token_source,
             "mode": "lambda" if self.in_lambda else "standalone",
             "prefetch": [item.label for item in self.prefetch],
             "prefetchRequired": self.prefetch_required,
+            "pathMaxParameters": self.path_max_parameters,
             "metrics": self.metrics,
             "metricsIntervalSeconds": self.metrics_interval,
             "metricsNamespace": self.metrics_namespace,
@@ -214,56 +230,41 @@ def _prefetch(env: Mapping[str, str]) -> tuple[PrefetchItem, ...]:
                 text,
                 f"each item must be KIND:TARGET with KIND one of {', '.join(PREFETCH_KINDS)}",
             )
-        options = dict(parse_qsl(query, keep_blank_values=True))
-        allowed = {
-            "sm": {"versionId", "versionStage"},
-            "ssm": {"withDecryption", "version", "label"},
-            "ssmpath": {"withDecryption", "recursive"},
-            "kms": set(),
-        }[kind]
-        unknown = set(options) - allowed
+        pairs = parse_qsl(query, keep_blank_values=True)
+        unknown = {option for option, _ in pairs} - _PREFETCH_OPTIONS[kind]
         if unknown:
             raise ConfigError(
                 name, text, f"unknown option(s) {', '.join(sorted(unknown))} for {kind}"
             )
-        flags: dict[str, bool] = {}
-        for flag_name in ("withDecryption", "recursive"):
-            value = options.get(flag_name, "false").lower()
-            if value not in ("true", "false", "1", "0"):
-                raise ConfigError(name, text, f"{flag_name} must be true or false")
-            flags[flag_name] = value in ("true", "1")
-        selector = ""
-        if options.get("version"):
-            if not (options["version"].isascii() and options["version"].isdigit()):
-                raise ConfigError(name, text, "version must be a positive whole number")
-            selector = ":" + options["version"]
-        elif options.get("label"):
-            selector = ":" + options["label"]
-        ciphertext = ""
-        if kind == "kms":
-            ciphertext = env.get(target, "").strip()
-            if not ciphertext:
-                raise ConfigError(name, text, f"environment variable {target} holds no ciphertext")
-            import base64
-            import binascii
-
-            try:
-                base64.b64decode(ciphertext, validate=True)
-            except (binascii.Error, ValueError):
-                raise ConfigError(name, text, f"{target} is not base64") from None
-        items.append(
-            PrefetchItem(
-                kind=kind,
-                target=target,
-                decrypt=flags["withDecryption"],
-                selector=selector,
-                recursive=flags["recursive"],
-                version_id=options.get("versionId") or None,
-                version_stage=options.get("versionStage") or None,
-                ciphertext=ciphertext,
-            )
-        )
+        try:
+            read = _prefetch_read(env, kind, target, pairs)
+        except BadRequest as exc:
+            raise ConfigError(name, text, exc.message) from None
+        items.append(PrefetchItem(kind=kind, target=target, read=read))
     return tuple(items)
+
+
+def _prefetch_read(env: Mapping[str, str], kind: str, target: str, pairs: Pairs) -> PrefetchRead:
+    """The read request a prefetch item stands for; raises BadRequest as the request would."""
+    if kind == "sm":
+        return SecretRead.from_query([("secretId", target), *pairs])
+    if kind == "ssm":
+        return ParameterRead.from_query([("name", target), *pairs])
+    if kind == "ssmpath":
+        return PathRead.from_query([("path", target), *pairs])
+    import base64
+    import binascii
+
+    ciphertext = env.get(target, "").strip()
+    if not ciphertext:
+        raise BadRequest(f"environment variable {target} holds no ciphertext")
+    try:
+        blob = base64.b64decode(ciphertext, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest(f"{target} is not base64") from None
+    if not blob:
+        raise BadRequest(f"{target} holds no ciphertext")
+    return DecryptRead(blob)
 
 
 def load_config(env: Mapping[str, str]) -> Config:
@@ -310,6 +311,8 @@ def load_config(env: Mapping[str, str]) -> Config:
         max_stale_seconds=_int(env, "SECRETCACHE_MAX_STALE_SECONDS", 3600, 0, 7 * MAX_TTL_SECONDS),
         not_found_ttl=_int(env, "SECRETCACHE_NOT_FOUND_TTL", 0, 0, MAX_TTL_SECONDS),
         max_client_connections=_int(env, "SECRETCACHE_MAX_CLIENT_CONNECTIONS", 256, 1, 65535),
+        request_timeout=_int(env, "SECRETCACHE_REQUEST_TIMEOUT_MILLIS", 10_000, 100, 600_000)
+        / 1000.0,
         token=token,
         token_source=token_source,
         lambda_runtime_api=_raw(env, "AWS_LAMBDA_RUNTIME_API"),
@@ -317,6 +320,7 @@ def load_config(env: Mapping[str, str]) -> Config:
         region=_raw(env, "AWS_REGION") or _raw(env, "AWS_DEFAULT_REGION"),
         prefetch=_prefetch(env),
         prefetch_required=_bool(env, "SECRETCACHE_PREFETCH_REQUIRED", False),
+        path_max_parameters=_int(env, "SECRETCACHE_PATH_MAX_PARAMETERS", 100, 1, 100_000),
         metrics=metrics,
         metrics_interval=_int(env, "SECRETCACHE_METRICS_INTERVAL", 60, 1, MAX_TTL_SECONDS),
         metrics_namespace=namespace,

@@ -6,7 +6,7 @@ values, so no error text can carry a secret.
 
 from __future__ import annotations
 
-import json
+from .json_body import json_body
 
 
 class SecretcacheError(Exception):
@@ -25,7 +25,7 @@ class SecretcacheError(Exception):
 
     def to_body(self) -> bytes:
         """The JSON body sent to the client."""
-        return json.dumps({"errorType": self.error_type, "message": self.message}).encode()
+        return json_body({"errorType": self.error_type, "message": self.message})
 
 
 class BadRequest(SecretcacheError):
@@ -58,6 +58,13 @@ class NotFound(SecretcacheError):
 class MethodNotAllowed(SecretcacheError):
     status = 405
     error_type = "MethodNotAllowed"
+
+
+class RequestTimeout(SecretcacheError):
+    """A request head or body did not arrive in full within the request timeout."""
+
+    status = 408
+    error_type = "RequestTimeout"
 
 
 class PayloadTooLarge(SecretcacheError):
@@ -100,6 +107,13 @@ class UpstreamTimeout(SecretcacheError):
     status = 504
     error_type = "UpstreamTimeout"
     transient = True
+
+
+class PathTooLarge(SecretcacheError):
+    """A by-path read found more parameters than SECRETCACHE_PATH_MAX_PARAMETERS allows."""
+
+    status = 400
+    error_type = "PathTooLarge"
 
 
 class ServiceUnavailable(SecretcacheError):

@@ -23,6 +23,32 @@ class ExtensionsApiError(RuntimeError):
     """The Extensions API answered with an unexpected status or could not be reached."""
 
 
+class Event:
+    """One event from event/next: INVOKE, or SHUTDOWN with its deadline and reason."""
+
+    __slots__ = ("deadline", "kind", "shutdown_reason")
+
+    def __init__(self, kind: str, deadline: float | None = None, shutdown_reason: str = "") -> None:
+        self.kind = kind
+        #: Wall-clock seconds (Lambda's deadlineMs / 1000) by which to have exited; None if absent.
+        self.deadline = deadline
+        self.shutdown_reason = shutdown_reason
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> Event:
+        deadline_ms = body.get("deadlineMs")
+        deadline = deadline_ms / 1000.0 if isinstance(deadline_ms, (int, float)) else None
+        return cls(
+            str(body.get("eventType", "")).upper(),
+            deadline,
+            str(body.get("shutdownReason", "")).lower(),
+        )
+
+    @property
+    def is_shutdown(self) -> bool:
+        return self.kind == "SHUTDOWN"
+
+
 class ExtensionsApiClient:
     """register, event/next, init/error and exit/error against $AWS_LAMBDA_RUNTIME_API."""
 
@@ -62,15 +88,15 @@ class ExtensionsApiClient:
         self.identifier = identifier
         return identifier
 
-    def next_event(self) -> dict[str, Any]:
+    def next_event(self) -> Event:
         """Block until Lambda sends the next event (no timeout: Lambda may freeze us here)."""
         status, _, body = self._request("GET", "event/next", self._id_header())
         if status != 200:
             raise ExtensionsApiError(f"event/next answered {status}")
         import json
 
-        event: dict[str, Any] = json.loads(body or b"{}")
-        return event
+        parsed = json.loads(body or b"{}")
+        return Event.from_json(parsed if isinstance(parsed, dict) else {})
 
     def init_error(self, error_type: str, message: str) -> None:
         self._report("init/error", error_type, message)

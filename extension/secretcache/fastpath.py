@@ -2,15 +2,22 @@
 
 A cache hit through aiohttp costs ~45 us of server CPU (parser, request objects, middlewares);
 the reads that dominate a function's traffic (`GET /secretsmanager/get`,
-`GET /systemsmanager/parameters/get`, with the token, no body; `POST /kms/decrypt` with a JSON
-body) need far less. This protocol serves exactly those requests, hits and misses, with the
-same rules (`query.py`) and the same bytes from the same cache. Anything else (another path or
-method, a body elsewhere, an unusual header, a request line, query or body the fast path would
-reject) hands the connection to aiohttp for the rest of its life, so every rejection is still
-rendered by the one error path in `server.py`.
+`GET /systemsmanager/parameters/get`, with the token, no body) need far less. This protocol
+serves exactly those requests, hits and misses, with the same rules (`query.py`) and the same
+bytes from the same cache. Anything else (another path or method, a body, an unusual header,
+a request line or query the fast path would reject) hands the connection to aiohttp for the
+rest of its life, so every rejection is still rendered by the one error path in `server.py`.
 
-It needs no aiohttp, so it serves as soon as the socket is bound; the first connection that needs
-aiohttp starts loading it, and waits for it, as does any other meanwhile.
+It needs no aiohttp, so it serves as soon as the socket is bound; a connection that needs
+aiohttp before it has loaded waits for it.
+
+Hostile clients: a request head must be complete within the request timeout once its first byte
+has arrived (else 408 and close); a client that does not read its answers stops being read once
+the write buffer passes asyncio's high-water mark; at the connection cap the longest-idle
+connection is closed to make room (a function's pooled connection is only closed under that
+pressure, never by an idle timer that a freeze would trip), and a 503 goes out only when every
+connection is busy. Bytes that cannot be a fast-path request (bare LF line ends, TLS, another
+method) go to aiohttp at once, which answers 400 for what it cannot parse.
 """
 
 from __future__ import annotations
@@ -20,38 +27,36 @@ import re
 import time
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
-from .cache import Lookup
-from .errors import BadRequest, SecretcacheError, ServiceUnavailable
-from .log import log, where
-from .prefetch import kms_digest
+from .errors import BadRequest, RequestTimeout, ServiceUnavailable
+from .json_body import json_body
+from .log import log
 from .query import (
     MAX_BODY_BYTES,
     MAX_HEADER_BYTES,
-    MAX_HEADER_COUNT,
-    decrypt_request,
-    first,
-    flag,
+    MAX_HEADERS,
+    Pairs,
     parse_query_string,
-    required,
-    ssm_selector,
     token_matches,
 )
-from .reads import Reads
+from .read_requests import DecryptRead, ParameterRead, SecretRead
+from .reads import Reads, Response
 from .status import Status
 
-_ROUTES = {
-    (b"GET", b"/secretsmanager/get"): "secret",
-    (b"GET", b"/secretsmanager/get/"): "secret",
-    (b"GET", b"/systemsmanager/parameters/get"): "parameter",
-    (b"GET", b"/systemsmanager/parameters/get/"): "parameter",
-    # With a body (Content-Length only): a function that only decrypts never needs aiohttp.
-    (b"POST", b"/kms/decrypt"): "decrypt",
-    # No token (as in server.py): health checks should not load aiohttp either.
-    (b"GET", b"/health"): "health",
+_ROUTES: dict[bytes, Callable[[Pairs], SecretRead | ParameterRead]] = {
+    b"/secretsmanager/get": SecretRead.from_query,
+    b"/secretsmanager/get/": SecretRead.from_query,
+    b"/systemsmanager/parameters/get": ParameterRead.from_query,
+    b"/systemsmanager/parameters/get/": ParameterRead.from_query,
 }
-#: `_plan`'s answer when a request's body has not fully arrived yet.
+#: With a Content-Length body: a function that only decrypts never needs aiohttp.
+_POST_ROUTES: dict[bytes, Callable[[bytes, Pairs], DecryptRead]] = {
+    b"/kms/decrypt": DecryptRead.from_body,
+}
+#: No token (as in server.py): a health check should not load aiohttp either.
+_HEALTH_PATHS = frozenset({b"/health", b"/health/"})
+#: `_plan`'s answer while a request's body has not fully arrived.
 _NEED_MORE = object()
 #: What the fast path takes (anything else goes to aiohttp's stricter parser): a target of
 #: printable ASCII without space or fragment, token-character header names, no control bytes.
@@ -60,13 +65,17 @@ _HEADER_NAME = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
 _HEADER_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
 _TOKEN_HEADERS = (b"x-aws-parameters-secrets-token", b"x-vault-token")
 #: Headers whose presence means the request is not a plain bodiless GET.
-_NOT_FAST = frozenset({b"transfer-encoding", b"expect", b"upgrade", b"connection"})
+_NOT_FAST = frozenset({b"transfer-encoding", b"expect", b"upgrade"})
+_JSON_HEADERS = b"Content-Type: application/json\r\nCache-Control: no-store\r\n"
+#: What a request head must start with to be worth waiting for on the fast path.
+_FAST_STARTS = (b"GET /", b"POST /kms/decrypt")
 _PHRASES = {
     200: b"OK",
     400: b"Bad Request",
     401: b"Unauthorized",
     403: b"Forbidden",
     404: b"Not Found",
+    408: b"Request Timeout",
     429: b"Too Many Requests",
     500: b"Internal Server Error",
     502: b"Bad Gateway",
@@ -75,10 +84,17 @@ _PHRASES = {
 }
 #: Unread bytes held while a miss is in flight before the socket stops being read.
 _MAX_BUFFER = 64 * 1024
+#: How long a refused connection is kept to read the client's request, so that closing it
+#: does not reset the connection (and lose the 503) while the request is still unread.
+REFUSED_LINGER_SECONDS = 1.0
 
 
 class FastPath:
-    """Shared state of the listener: reads, access rules, live connections, the aiohttp hand-off."""
+    """Shared state of the listener: reads, access rules, live connections, the aiohttp hand-off.
+
+    Every live connection (fast path or handed off) answers `idle_since()` (None while a request
+    is being served) and `evict()`, so the cap can make room by closing the longest-idle one.
+    """
 
     def __init__(
         self,
@@ -88,12 +104,13 @@ class FastPath:
         token: str,
         allowed_hosts: frozenset[str],
         max_connections: int,
+        request_timeout: float,
     ) -> None:
         self.reads = reads
-        self.cache = reads.cache
         self.token = token.encode("utf-8")
         self.allowed_hosts = frozenset(h.encode("latin-1") for h in allowed_hosts)
         self.max_connections = max_connections
+        self.request_timeout = request_timeout
         self.status = status
         #: Every connection we answer for, fast or handed off; weak so none is counted forever.
         self.live: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -113,12 +130,26 @@ class FastPath:
         self._handoff_ready.set()
 
     def protocol_factory(self) -> asyncio.Protocol:
-        """For `loop.create_server`: refuse past the connection cap, else a fast-path protocol."""
-        if len(self.live) >= self.max_connections:
+        """For `loop.create_server`: at the cap close the longest-idle connection, or refuse."""
+        if len(self.live) >= self.max_connections and not self._evict_longest_idle():
             return RefusedConnection()
         protocol = FastPathProtocol(self)
         self.live.add(protocol)
         return protocol
+
+    def _evict_longest_idle(self) -> bool:
+        oldest: Any = None
+        oldest_since = 0.0
+        for connection in self.live:
+            since = connection.idle_since()
+            if since is not None and (oldest is None or since < oldest_since):
+                oldest, oldest_since = connection, since
+        if oldest is None:
+            return False
+        self.live.discard(oldest)
+        oldest.evict()
+        log.debug("connection.evicted", idleSeconds=round(time.monotonic() - oldest_since, 1))
+        return True
 
     def date(self) -> bytes:
         now = int(time.time())
@@ -143,6 +174,16 @@ class FastPath:
         protocol.switch_to(self._handoff(self.live.discard))
 
 
+class _Plan(NamedTuple):
+    """A fast-path request, parsed: the typed read (or the answer when it needs none), whether
+    to close after answering, and the size of its body."""
+
+    read: SecretRead | ParameterRead | DecryptRead | None
+    close: bool
+    body_size: int = 0
+    answer: bytes = b""
+
+
 class FastPathProtocol(asyncio.Protocol):
     """One connection: serves fast-path requests in order until it hands the connection off."""
 
@@ -151,9 +192,14 @@ class FastPathProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.buffer = b""
         self.busy = False  # a miss is in flight, or the connection is being handed off
-        self.paused = False
+        self.reading_paused = False
+        self.writing_paused = False
         self.eof = False
         self.task: asyncio.Task[None] | None = None
+        self.idle_at = time.monotonic()
+        self.head_started = 0.0
+        self.head_timer: asyncio.TimerHandle | None = None
+        self.awaiting_body = False
 
     # asyncio.Protocol -----------------------------------------------------------------------
 
@@ -161,21 +207,31 @@ class FastPathProtocol(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        self.buffer += data
+        self.buffer = self.buffer + data if self.buffer else data
         if not self.busy:
             self._serve_buffered()
-        elif len(self.buffer) > _MAX_BUFFER and not self.paused and self.transport is not None:
-            self.paused = True
-            self.transport.pause_reading()
+        else:
+            self._update_reading()
 
     def eof_received(self) -> bool | None:
         self.eof = True
-        if not self.busy and self.transport is not None:
-            self.transport.close()
+        self._finish_if_done()
         return True  # keep the write side open until a pending response is written
+
+    def pause_writing(self) -> None:
+        # The client is not reading its answers: stop reading its requests until it does.
+        self.writing_paused = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        self._update_reading()
+        if not self.busy:
+            self._serve_buffered()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.hub.live.discard(self)
+        self._stop_head_timer()
         if self.task is not None and not self.task.done():
             self.task.cancel()
         self.transport = None
@@ -184,61 +240,101 @@ class FastPathProtocol(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    # Connection cap ---------------------------------------------------------------------------
+
+    def idle_since(self) -> float | None:
+        """When this connection last did useful work; None while a request is being served (or
+        its body is still arriving: a request in progress is not idle)."""
+        if self.busy or self.awaiting_body:
+            return None
+        return self.head_started if self.buffer else self.idle_at
+
+    def evict(self) -> None:
+        if self.transport is None:
+            return
+        if self.buffer:
+            self.transport.abort()  # a head dribbled in: no answer is owed
+        else:
+            self.transport.close()
+
     # Serving --------------------------------------------------------------------------------
 
     def _serve_buffered(self) -> None:
         hub = self.hub
-        while self.transport is not None and not self.transport.is_closing():
-            end = self.buffer.find(b"\r\n\r\n")
+        while self.transport is not None and not self.writing_paused:
+            if self.transport.is_closing():
+                return
+            buffer = self.buffer
+            if not buffer:
+                self._stop_head_timer()
+                self._finish_if_done()
+                return
+            end = buffer.find(b"\r\n\r\n")
             if end < 0:
-                if len(self.buffer) > MAX_HEADER_BYTES:
+                if len(buffer) > MAX_HEADER_BYTES or not _may_become_fast(buffer):
                     self._hand_off()
+                elif self.eof:
+                    self.transport.close()  # the client will send no more of this head
+                elif self.head_timer is None:
+                    self.head_started = time.monotonic()
+                    self.head_timer = asyncio.get_running_loop().call_later(
+                        hub.request_timeout, self._head_timed_out
+                    )
                 return
             if end + 4 > MAX_HEADER_BYTES or hub.status.closing:
                 self._hand_off()
                 return
-            plan = self._plan(self.buffer[:end], end + 4)
+            plan = self._plan(buffer[:end], end + 4)
             if plan is None:
                 self._hand_off()
                 return
-            if plan is _NEED_MORE:
+            self.awaiting_body = plan is _NEED_MORE
+            if plan is _NEED_MORE:  # a body still arriving: the head's deadline covers it too
+                if self.eof:
+                    self.transport.close()
+                elif self.head_timer is None:
+                    self.head_started = time.monotonic()
+                    self.head_timer = asyncio.get_running_loop().call_later(
+                        hub.request_timeout, self._head_timed_out
+                    )
                 return
-            if isinstance(plan, bytes):  # answered without a read (health)
-                self.buffer = self.buffer[end + 4 :]
-                self._write(200, plan)
-                continue
-            key, load, ttl, refresh, body_size = plan
-            self.buffer = self.buffer[end + 4 + body_size :]
-            if not refresh:
-                body = hub.cache.fresh(key, load)
-                if body is not None:
-                    self._write(200, body)
-                    continue
-            self.busy = True
-            self.task = asyncio.get_running_loop().create_task(
-                self._complete(hub.reads.read(key, load, ttl, refresh))
-            )
-            return
-        return
+            self._stop_head_timer()
+            self.buffer = buffer[end + 4 + plan.body_size :]
+            body = plan.answer if plan.read is None else hub.reads.cached(plan.read)
+            if body is None:
+                self.busy = True
+                self.task = asyncio.get_running_loop().create_task(self._complete(plan))
+                return
+            self._write(200, body)
+            if plan.close:
+                self.transport.close()
+                return
 
     def _plan(self, head: bytes, body_start: int) -> Any:
-        """The read a request asks for and its body size, the bytes of an answer that needs no
-        read, `_NEED_MORE` while its body is still arriving, or None when aiohttp should answer."""
+        """The read a request asks for, `_NEED_MORE` while its body is still arriving, or None
+        when aiohttp should answer it.
+
+        The rules are aiohttp's (query.py holds the shared bounds): whatever the fast path does
+        not accept, aiohttp answers, so both stacks accept and refuse the same requests.
+        """
         hub = self.hub
         lines = head.split(b"\r\n")
+        if len(lines) > MAX_HEADERS + 1:
+            return None
         parts = lines[0].split(b" ")
-        if len(parts) != 3 or parts[2] != b"HTTP/1.1" or len(lines) - 1 > MAX_HEADER_COUNT:
+        if len(parts) != 3 or parts[2] != b"HTTP/1.1":
             return None
         target = parts[1]
         if _TARGET.fullmatch(target) is None:
             return None
         path, _, raw_query = target.partition(b"?")
-        route = _ROUTES.get((parts[0], path))
-        if route is None:
+        method = parts[0]
+        post = method == b"POST" and path in _POST_ROUTES
+        health = method == b"GET" and path in _HEALTH_PATHS
+        if not post and not health and (method != b"GET" or path not in _ROUTES):
             return None
-        token = host = None
-        body_size = 0
-        seen_length = False
+        token = host = length = None
+        close = False
         for line in lines[1:]:
             name, colon, value = line.partition(b":")
             if (
@@ -258,99 +354,117 @@ class FastPathProtocol(asyncio.Protocol):
                     return None
                 host = value
             elif lower == b"content-length":
-                if route != "decrypt":
-                    if value != b"0":
-                        return None
-                elif not value.isdigit() or int(value) > MAX_BODY_BYTES or seen_length:
-                    return None  # aiohttp answers 413 (or 400) from the same rules
-                else:
-                    body_size = int(value)
-                seen_length = True
+                if length is not None or not value.isdigit() or (value != b"0" and not post):
+                    return None
+                if int(value) > MAX_BODY_BYTES:
+                    return None  # aiohttp answers 413, from the same rules
+                length = value
+            elif lower == b"connection":
+                option = value.lower()
+                if option == b"close":
+                    close = True
+                elif option != b"keep-alive":
+                    return None
             elif lower in _NOT_FAST:
                 return None
-        if host is not None and host.lower() not in hub.allowed_hosts:
+        # HTTP/1.1 requires Host; without one aiohttp answers 400.
+        if host is None or host.lower() not in hub.allowed_hosts:
             return None
-        if route == "health":
-            return hub.status.health_body(hub.reads.backends.loaded)
+        if health:
+            ready = hub.status.ready and hub.reads.backends.loaded
+            return _Plan(None, close, answer=json_body({"status": "ok" if ready else "starting"}))
         if token is None or not token_matches(token, hub.token):
             return None
-        if route == "decrypt" and len(self.buffer) < body_start + body_size:
+        body_size = int(length) if length is not None else 0
+        if post and length is None:
+            return None  # chunked or no body: aiohttp's rules
+        if body_size and len(self.buffer) < body_start + body_size:
             return _NEED_MORE
         try:
             pairs = parse_query_string(raw_query.decode("ascii"))
-            refresh = flag(pairs, "refreshNow")
-            if route == "decrypt":
+            if post:
                 body = self.buffer[body_start : body_start + body_size]
-                blob, context, key_id, algorithm = decrypt_request(body)
-                digest = kms_digest(blob, context, key_id, algorithm)
-                key, load, ttl = hub.reads.decrypt_read(blob, context, key_id, algorithm, digest)
-            elif route == "secret":
-                key, load, ttl = hub.reads.secret_read(
-                    required(pairs, "secretId"),
-                    first(pairs, "versionId") or None,
-                    first(pairs, "versionStage") or None,
-                )
+                read: Any = _POST_ROUTES[path](body, pairs)
             else:
-                key, load, ttl = hub.reads.parameter_read(
-                    required(pairs, "name"), ssm_selector(pairs), flag(pairs, "withDecryption")
-                )
+                read = _ROUTES[path](pairs)
         except BadRequest:
             return None  # aiohttp renders the error, from the same rules
-        return key, load, ttl, refresh, body_size
+        return _Plan(read, close, body_size)
 
-    async def _complete(self, pending: Any) -> None:
-        try:
-            lookup: Lookup = await pending
-        except SecretcacheError as exc:
-            if exc.status >= 500:
-                log.warn("request.failed", status=exc.status, errorType=exc.error_type)
-            self._write(exc.status, exc.to_body())
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.error("request.internal_error", error=type(exc).__name__, where=where(exc))
-            self._write(500, SecretcacheError("internal error").to_body())
-        else:
-            if lookup.outcome == "stale":
-                extra = b"Age: %d\r\nX-Secretcache-Stale: true\r\n" % int(lookup.age)
-                self._write(200, lookup.body, extra)
-            else:
-                self._write(200, lookup.body)
+    async def _complete(self, plan: _Plan) -> None:
+        assert plan.read is not None  # an answer that needs no read never gets here
+        response: Response = await self.hub.reads.respond(plan.read)
+        extra = b"".join(b"%s: %s\r\n" % (k.encode(), v.encode()) for k, v in response.headers)
+        self._write(response.status, response.body, extra)
         self.task = None
         self.busy = False
-        if self.paused and self.transport is not None:
-            self.paused = False
-            self.transport.resume_reading()
-        if self.buffer:
-            self._serve_buffered()
-        if self.eof and not self.busy and self.transport is not None:
+        if plan.close and self.transport is not None:
             self.transport.close()
+            return
+        self._update_reading()
+        self._serve_buffered()
 
     def _write(self, status: int, body: bytes, extra: bytes = b"") -> None:
-        if self.transport is None or self.transport.is_closing():
+        transport = self.transport
+        if transport is None or transport.is_closing():
             return
-        head = (
-            b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nCache-Control: no-store\r\n"
-            % (
-                status,
-                _PHRASES.get(status, b"Error"),
-            )
-        )
-        self.transport.write(
+        self.idle_at = time.monotonic()
+        head = b"HTTP/1.1 %d %s\r\n%s" % (status, _PHRASES.get(status, b"Error"), _JSON_HEADERS)
+        transport.write(
             head
             + extra
             + b"Content-Length: %d\r\nDate: %s\r\n\r\n" % (len(body), self.hub.date())
             + body
         )
 
+    def _update_reading(self) -> None:
+        """Read while neither the client's unread answers nor a stalled pipeline pile up."""
+        transport = self.transport
+        if transport is None:
+            return
+        pause = self.writing_paused or (self.busy and len(self.buffer) > _MAX_BUFFER)
+        if pause and not self.reading_paused:
+            self.reading_paused = True
+            transport.pause_reading()
+        elif not pause and self.reading_paused:
+            self.reading_paused = False
+            transport.resume_reading()
+
+    def _finish_if_done(self) -> None:
+        """After the client's FIN: close once every complete request has been answered."""
+        if self.eof and not self.busy and not self.writing_paused and self.transport is not None:
+            if not self.buffer:
+                self.transport.close()
+            elif self.buffer.find(b"\r\n\r\n") < 0:
+                self.transport.close()  # an incomplete head that can never be completed
+            else:
+                self._serve_buffered()
+
+    def _head_timed_out(self) -> None:
+        self.head_timer = None
+        if self.busy or not self.buffer or self.transport is None:
+            return
+        error = RequestTimeout(
+            f"the request head did not arrive within {self.hub.request_timeout:g} s"
+        )
+        self._write(error.status, error.to_body(), b"Connection: close\r\n")
+        self.buffer = b""
+        self.transport.close()
+
+    def _stop_head_timer(self) -> None:
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+            self.head_timer = None
+
     # Hand-off -------------------------------------------------------------------------------
 
     def _hand_off(self) -> None:
+        self._stop_head_timer()
         self.busy = True
         self.task = asyncio.get_running_loop().create_task(self.hub.hand_off(self))
 
     def switch_to(self, protocol: asyncio.Protocol) -> None:
-        """Give the transport, and the bytes not yet served, to aiohttp's protocol."""
+        """Give the transport, the bytes not yet served and any FIN to aiohttp's protocol."""
         transport = self.transport
         if transport is None or transport.is_closing():
             return
@@ -362,14 +476,33 @@ class FastPathProtocol(asyncio.Protocol):
         if self.buffer:
             buffered, self.buffer = self.buffer, b""
             protocol.data_received(buffered)
-        if self.paused:
+        if self.eof and not protocol.eof_received():
+            transport.close()
+        if self.reading_paused:
             transport.resume_reading()
 
 
+def _may_become_fast(partial: bytes) -> bool:
+    """Whether an incomplete head can still turn into a fast-path request (else hand off now)."""
+    if not any(partial[: len(p)] == p[: len(partial)] for p in _FAST_STARTS):
+        return False
+    return partial.count(b"\n") == partial.count(b"\r\n")
+
+
 class RefusedConnection(asyncio.Protocol):
-    """Answers one connection over the cap with 503 and closes it."""
+    """Answers one connection over the cap with 503, then reads until the client closes.
+
+    Closing at once would reset the connection if the request arrives after the close, and the
+    client would see ECONNRESET instead of the 503; so the request is read and dropped, for at
+    most REFUSED_LINGER_SECONDS.
+    """
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        assert self.transport is not None
         body = ServiceUnavailable(
             "too many concurrent connections", error_type="TooManyConnections"
         ).to_body()
@@ -377,5 +510,11 @@ class RefusedConnection(asyncio.Protocol):
             "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
             f"Cache-Control: no-store\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
         )
-        transport.write(head.encode() + body)  # type: ignore[attr-defined]
-        transport.close()
+        self.transport.write(head.encode() + body)
+        asyncio.get_running_loop().call_later(REFUSED_LINGER_SECONDS, self.transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        pass  # the request is not served; reading it lets the close be a clean FIN
+
+    def eof_received(self) -> bool | None:
+        return False  # the transport closes itself

@@ -14,14 +14,14 @@ import os
 import sys
 import time
 
-from .extensions_api import ExtensionsApiClient
+from .extensions_api import Event, ExtensionsApiClient
 from .log import log, where
 from .vendored import add_vendored_paths
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs milliseconds at start
 if TYPE_CHECKING:
     import socket
-    from collections.abc import Mapping
+    from collections.abc import Coroutine, Mapping
     from typing import Any
 
     from .config import Config
@@ -31,6 +31,8 @@ LISTEN_BACKLOG = 1024
 #: Time kept in hand before Lambda's SHUTDOWN deadline, for flushing logs and exiting.
 SHUTDOWN_MARGIN_SECONDS = 0.3
 MAX_SHUTDOWN_SECONDS = 1.0
+#: How long tasks still running after the main coroutine returned get to finish cancelling.
+LEFTOVER_TASK_SECONDS = 0.1
 
 
 def _early_port(env: Mapping[str, str]) -> int | None:
@@ -130,10 +132,9 @@ def main(argv: list[str], env: Mapping[str, str] | None = None) -> int:
             api, "Extension.PortUnavailable", f"cannot listen on 127.0.0.1:{port}: {reason}"
         )
 
-    import asyncio
-
     try:
-        return asyncio.run(_serve(config, as_socket(sock), api, name, started, registered))
+        extension = Extension(config, as_socket(sock), api, name, started, registered)
+        return run_event_loop(extension.serve())
     except Exception as exc:
         message = f"the extension stopped unexpectedly ({type(exc).__name__})"
         log.error("extension.crashed", error=type(exc).__name__, where=where(exc))
@@ -145,193 +146,297 @@ def main(argv: list[str], env: Mapping[str, str] | None = None) -> int:
         return 1
 
 
-async def _serve(
-    config: Config,
-    sock: socket.socket,
-    api: ExtensionsApiClient | None,
-    name: str,
-    started: float,
-    registered: float,
-) -> int:
-    import asyncio
-    import signal
-    import threading
+class Extension:
+    """The running extension: named phases, state in fields (the shape of uvicorn's `Server`).
 
-    from .cache import TtlCache
-    from .fastpath import FastPath
-    from .metrics import emf_line
-    from .prefetch import run_prefetch
-    from .query import allowed_hosts
-    from .reads import Reads
-    from .status import Status
-    from .upstream import make_backends
+    `startup()` builds the cache, backends, read core and listener, serves on the pre-bound
+    socket and warms up; `run()` follows Lambda's events (or signals, standalone) until SHUTDOWN
+    or a failure; `shutdown()` closes everything within Lambda's deadline.
+    """
 
-    loop = asyncio.get_running_loop()
-    _quiet_library_loggers(loop)
+    def __init__(
+        self,
+        config: Config,
+        sock: socket.socket,
+        api: ExtensionsApiClient | None,
+        name: str,
+        started: float,
+        registered: float,
+    ) -> None:
+        import asyncio
 
-    def on_stale(key: Any, error: Any, age: float) -> None:
-        log.warn(
-            "cache.stale_served",
-            service=key.service,
-            errorType=error.error_type,
-            ageSeconds=round(age, 1),
+        self.config = config
+        self.sock = sock
+        self.api = api
+        self.name = name
+        self.started = started
+        self.registered = registered
+        self.should_exit = asyncio.Event()
+        self.failure: str | None = None
+        self.shutdown_deadline: float | None = None
+        self.last_emf = time.monotonic()
+        self.runners: list[Any] = []
+        self.warm_task: Any = None
+        self.aiohttp_task: Any = None
+
+    async def serve(self) -> int:
+        """Run every phase; returns the process exit status."""
+        failed = await self.startup()
+        if failed is not None:
+            return failed
+        await self.run()
+        return await self.shutdown()
+
+    def fail(self, message: str) -> None:
+        """Stop with a failure (reported to Lambda as exit/error)."""
+        if self.failure is None:
+            self.failure = message
+        self.should_exit.set()
+
+    # Start-up -----------------------------------------------------------------------------------
+
+    async def startup(self) -> int | None:
+        """Serve, then warm up; returns an exit status if start-up failed (init/error sent)."""
+        import asyncio
+
+        from .cache import TtlCache
+        from .fastpath import FastPath
+        from .query import allowed_hosts
+        from .reads import Reads, cache_policies
+        from .status import Status
+        from .upstream import make_backends
+
+        config = self.config
+        loop = asyncio.get_running_loop()
+        _quiet_library_loggers(loop)
+        self.cache = TtlCache(
+            max_entries=config.cache_size if config.cache_enabled else 0,
+            max_bytes=config.cache_max_bytes,
+            policies=cache_policies(config),
+            on_stale=_log_stale,
         )
+        self.backends = make_backends(config)
+        self.backends.call_observer = self.cache.metrics.record_upstream
+        self.backends.start_loading()
+        self.reads = Reads(config, self.cache, self.backends)
+        self.status = Status()
+        self.listener = FastPath(
+            self.reads,
+            self.status,
+            token=config.token,
+            allowed_hosts=allowed_hosts(config.port),
+            max_connections=config.max_client_connections,
+            request_timeout=config.request_timeout,
+        )
+        self.server = await loop.create_server(
+            self.listener.protocol_factory, sock=self.sock, backlog=LISTEN_BACKLOG
+        )
+        listening = time.monotonic()
+        log.info(
+            "extension.started",
+            name=self.name,
+            config=config.describe(),
+            msToRegister=round((self.registered - self.started) * 1000, 1),
+            msToListen=round((listening - self.started) * 1000, 1),
+        )
+        self.listener.load_handoff = self._start_aiohttp
 
-    cache = TtlCache(
-        max_entries=config.cache_size if config.cache_enabled else 0,
-        max_bytes=config.cache_max_bytes,
-        max_stale=config.max_stale_seconds,
-        on_stale=on_stale,
-    )
-    backends = make_backends(config)
-    backends.call_observer = cache.record_upstream
-    backends.start_loading()
-    reads = Reads(config, cache, backends)
-    status = Status()
-    listener = FastPath(
-        reads,
-        status,
-        token=config.token,
-        allowed_hosts=allowed_hosts(config.port),
-        max_connections=config.max_client_connections,
-    )
-    server = await loop.create_server(listener.protocol_factory, sock=sock, backlog=LISTEN_BACKLOG)
-    listening = time.monotonic()
-    log.info(
-        "extension.started",
-        name=name,
-        config=config.describe(),
-        msToRegister=round((registered - started) * 1000, 1),
-        msToListen=round((listening - started) * 1000, 1),
-    )
-    runners: list[Any] = []
-    aiohttp_tasks: list[asyncio.Task[None]] = []
-
-    stop = asyncio.Event()
-    failure: list[str] = []
-
-    def aiohttp_started(task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            failure.append(f"aiohttp failed to load ({type(task.exception()).__name__})")
-            stop.set()
-
-    def start_aiohttp() -> None:
-        """Load aiohttp (in a thread) when the first request the fast path does not serve comes."""
-        task = loop.create_task(_start_aiohttp(reads, status, listener, runners))
-        task.add_done_callback(aiohttp_started)
-        aiohttp_tasks.append(task)
-
-    listener.load_handoff = start_aiohttp
-
-    async def warm_up() -> list[Any]:
-        """Wait for the SDK, create the clients, then run the prefetch list."""
-        await backends.wait_loaded()
-        await backends.warm()
-        if config.upstream == "sdk":  # the lean client allocates nothing worth trimming
-            release_freed_memory()
-        log.info("sdk.loaded", msSinceStart=round((time.monotonic() - started) * 1000, 1))
-        return await run_prefetch(reads, config.prefetch)
-
-    if config.prefetch:
-        # Prefetched values must be in the cache before INIT ends: warm up before event/next.
-        # Reads that arrive meanwhile (the handler's INIT) wait for the prefetch, then hit.
-        reads.begin_prefetch()
-        try:
-            failures = await warm_up()
-        except Exception as exc:
-            return _fail(api, "Extension.SdkLoadFailed", f"the AWS SDK failed to load ({exc})")
-        if failures and config.prefetch_required:
-            item, error = failures[0]
-            message = (
-                f"SECRETCACHE_PREFETCH item {item.label} failed ({error}) "
-                "and SECRETCACHE_PREFETCH_REQUIRED=true"
-            )
-            return _fail(api, "Extension.PrefetchFailed", message)
-        status.ready = True
-    else:
-        # Nothing to warm: report ready now and let the SDK load off the critical path.
-        async def warm_up_in_background() -> None:
+        if config.prefetch:
+            # Prefetched values must be in the cache before INIT ends: warm up before event/next.
+            # Reads that arrive meanwhile (the handler's INIT) wait for the prefetch, then hit.
+            self.reads.begin_prefetch()
             try:
-                await warm_up()
+                failures = await self._warm_up()
             except Exception as exc:
-                failure.append(f"the AWS SDK failed to load ({exc})")
-                stop.set()
-                return
-            status.ready = True
+                return _fail(
+                    self.api, "Extension.SdkLoadFailed", f"the AWS SDK failed to load ({exc})"
+                )
+            if failures and config.prefetch_required:
+                item, error = failures[0]
+                message = (
+                    f"SECRETCACHE_PREFETCH item {item.label} failed ({error}) "
+                    "and SECRETCACHE_PREFETCH_REQUIRED=true"
+                )
+                return _fail(self.api, "Extension.PrefetchFailed", message)
+            self.status.ready = True
+        else:
+            # Nothing to warm: report ready now and let the SDK load off the critical path.
+            self.warm_task = loop.create_task(self._warm_up_in_background())
+        return None
 
-        warm_task = loop.create_task(warm_up_in_background())
+    def _start_aiohttp(self) -> None:
+        """Load aiohttp (in a thread) when the first request the fast path does not serve comes."""
+        import asyncio
 
-    shutdown_deadline: list[float] = []
-    last_emf = [time.monotonic()]
-
-    def emit_metrics() -> None:
-        if config.metrics == "emf":
-            sys.stdout.write(emf_line(cache, config.metrics_namespace, config.function_name) + "\n")
-            sys.stdout.flush()
-            last_emf[0] = time.monotonic()
-
-    if api is not None:
-
-        def on_event(event: dict[str, Any]) -> None:
-            kind = str(event.get("eventType", "")).upper()
-            if kind == "SHUTDOWN":
-                deadline_ms = event.get("deadlineMs")
-                if isinstance(deadline_ms, (int, float)):
-                    shutdown_deadline.append(deadline_ms / 1000.0)
-                log.info("extension.shutdown", reason=str(event.get("shutdownReason", "")).lower())
-                stop.set()
-            elif time.monotonic() - last_emf[0] >= config.metrics_interval:
-                emit_metrics()
-
-        def on_failure(message: str) -> None:
-            failure.append(message)
-            stop.set()
-
-        def follow_events() -> None:
-            while True:
-                try:
-                    event = api.next_event()
-                except Exception as exc:
-                    loop.call_soon_threadsafe(
-                        on_failure, f"event/next failed ({type(exc).__name__})"
-                    )
-                    return
-                loop.call_soon_threadsafe(on_event, event)
-                if str(event.get("eventType", "")).upper() == "SHUTDOWN":
-                    return
-
-        threading.Thread(target=follow_events, name="secretcache-events", daemon=True).start()
-        log.info("extension.ready", msSinceStart=round((time.monotonic() - started) * 1000, 1))
-    else:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-
-    await stop.wait()
-    status.closing = True
-    if not config.prefetch:
-        warm_task.cancel()
-    budget = MAX_SHUTDOWN_SECONDS
-    if shutdown_deadline:
-        budget = min(
-            budget, max(0.05, shutdown_deadline[0] - time.time() - SHUTDOWN_MARGIN_SECONDS)
+        self.aiohttp_task = asyncio.get_running_loop().create_task(
+            _start_aiohttp(self.reads, self.status, self.listener, self.runners)
         )
-    try:
-        await asyncio.wait_for(
-            _close(server, listener, aiohttp_tasks, runners, cache, backends), budget
-        )
-    except (asyncio.TimeoutError, Exception) as exc:
-        log.warn("extension.shutdown_incomplete", error=type(exc).__name__)
-    emit_metrics()
-    if failure:
-        log.error("extension.failed", message=failure[0])
-        if api is not None:
+        self.aiohttp_task.add_done_callback(self._aiohttp_started)
+
+    def _aiohttp_started(self, task: Any) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self.fail(f"aiohttp failed to load ({type(task.exception()).__name__})")
+
+    async def _warm_up(self) -> list[Any]:
+        """Wait for the SDK, create the clients, then run the prefetch list."""
+        from .prefetch import run_prefetch
+
+        await self.backends.wait_loaded()
+        await self.backends.warm()
+        if self.config.upstream == "sdk":  # the lean client allocates nothing worth trimming
+            release_freed_memory()
+        log.info("sdk.loaded", msSinceStart=round((time.monotonic() - self.started) * 1000, 1))
+        return await run_prefetch(self.reads, self.config.prefetch)
+
+    async def _warm_up_in_background(self) -> None:
+        try:
+            await self._warm_up()
+        except Exception as exc:
+            self.fail(f"the AWS SDK failed to load ({exc})")
+            return
+        self.status.ready = True
+
+    # Running ------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Follow Lambda's events (standalone: SIGTERM/SIGINT) until it is time to stop."""
+        import asyncio
+        import signal
+        import threading
+
+        loop = asyncio.get_running_loop()
+        self.last_emf = time.monotonic()  # the metrics interval counts from ready
+        if self.api is not None:
+            threading.Thread(
+                target=self._follow_events,
+                args=(self.api, loop),
+                name="secretcache-events",
+                daemon=True,
+            ).start()
+            log.info(
+                "extension.ready", msSinceStart=round((time.monotonic() - self.started) * 1000, 1)
+            )
+        else:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, self.should_exit.set)
+        await self.should_exit.wait()
+
+    def _follow_events(self, api: ExtensionsApiClient, loop: Any) -> None:
+        """In a thread: event/next blocks (and Lambda freezes us there)."""
+        while True:
             try:
-                api.exit_error("Extension.Failed", failure[0])
-            except Exception:
-                log.error("exit_error.report_failed")
-        return 1
-    log.info("extension.stopped")
-    return 0
+                event = api.next_event()
+            except Exception as exc:
+                loop.call_soon_threadsafe(self.fail, f"event/next failed ({type(exc).__name__})")
+                return
+            loop.call_soon_threadsafe(self.on_event, event)
+            if event.is_shutdown:
+                return
+
+    def on_event(self, event: Event) -> None:
+        if event.is_shutdown:
+            self.shutdown_deadline = event.deadline
+            log.info("extension.shutdown", reason=event.shutdown_reason)
+            self.should_exit.set()
+        elif time.monotonic() - self.last_emf >= self.config.metrics_interval:
+            self.emit_metrics()
+
+    def emit_metrics(self) -> None:
+        if self.config.metrics == "emf":
+            from .metrics import emf_line
+
+            line = emf_line(self.cache, self.config.metrics_namespace, self.config.function_name)
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+            self.last_emf = time.monotonic()
+
+    # Shutdown -----------------------------------------------------------------------------------
+
+    async def shutdown(self) -> int:
+        """Stop serving within Lambda's deadline; returns the exit status."""
+        import asyncio
+
+        self.status.closing = True
+        if self.warm_task is not None:
+            self.warm_task.cancel()
+        budget = MAX_SHUTDOWN_SECONDS
+        if self.shutdown_deadline is not None:
+            remaining = self.shutdown_deadline - time.time() - SHUTDOWN_MARGIN_SECONDS
+            budget = min(budget, max(0.05, remaining))
+        try:
+            await asyncio.wait_for(self._close(), budget)
+        except (asyncio.TimeoutError, Exception) as exc:
+            log.warn("extension.shutdown_incomplete", error=type(exc).__name__)
+        self.emit_metrics()
+        if self.failure is not None:
+            log.error("extension.failed", message=self.failure)
+            if self.api is not None:
+                try:
+                    self.api.exit_error("Extension.Failed", self.failure)
+                except Exception:
+                    log.error("exit_error.report_failed")
+            return 1
+        log.info("extension.stopped")
+        return 0
+
+    async def _close(self) -> None:
+        """Stop accepting, close connections, cancel background loads, close the SDK clients."""
+        self.server.close()
+        self.listener.close_connections()
+        if self.aiohttp_task is not None:
+            self.aiohttp_task.cancel()
+        for runner in self.runners:
+            await runner.cleanup()
+        await self.cache.close()
+        await self.backends.close()
+
+
+def _log_stale(key: Any, error: Any, age: float) -> None:
+    log.warn(
+        "cache.stale_served",
+        service=str(key.service),
+        errorType=error.error_type,
+        ageSeconds=round(age, 1),
+    )
+
+
+def run_event_loop(main: Coroutine[Any, Any, int]) -> int:
+    """Run `main` on a new event loop and close it without joining executor threads.
+
+    `asyncio.run` waits for the default executor's threads at the end, so one DNS lookup stuck in
+    getaddrinfo would hold the process past Lambda's 2 s shutdown deadline (issue 12, defect 6).
+    Leftover tasks are cancelled and given a moment; the executor is shut down without waiting,
+    and `exit_now` then ends the process without the interpreter's own join of those threads.
+    """
+    import asyncio
+
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(main)
+    finally:
+        try:
+            leftover = [task for task in asyncio.all_tasks(loop) if not task.done()]
+            for task in leftover:
+                task.cancel()
+            if leftover:
+                loop.run_until_complete(asyncio.wait(leftover, timeout=LEFTOVER_TASK_SECONDS))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()  # shuts the default executor down with wait=False
+
+
+def exit_now(status: int) -> None:
+    """Flush our output and end the process at once.
+
+    A normal interpreter exit joins every executor thread (concurrent.futures registers that
+    at import), which is exactly the wait `run_event_loop` avoids.
+    """
+    import contextlib
+
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(status)
 
 
 def release_freed_memory() -> None:
@@ -395,22 +500,3 @@ async def _start_aiohttp(reads: Any, status: Any, listener: Any, runners: list[A
     await runner.setup()
     runners.append(runner)
     listener.enable_handoff(handoff_factory(runner.server))
-
-
-async def _close(
-    server: Any,
-    listener: Any,
-    aiohttp_tasks: list[Any],
-    runners: list[Any],
-    cache: Any,
-    backends: Any,
-) -> None:
-    """Stop accepting, close connections, cancel background loads, close the SDK clients."""
-    server.close()
-    listener.close_connections()
-    for task in aiohttp_tasks:
-        task.cancel()
-    for runner in runners:
-        await runner.cleanup()
-    await cache.close()
-    await backends.close()

@@ -1,14 +1,17 @@
-"""Counters for /metrics and CloudWatch Embedded Metric Format lines; no names, no values."""
+"""Counters for /metrics and CloudWatch Embedded Metric Format lines; no names, no values.
+
+`Metrics` owns every counter; the cache, the read core and the backends report to it.
+"""
 
 from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from collections import deque
+from typing import Any, Protocol
 
-from .cache import TtlCache
+from .service import Service
 
-SERVICES = ("secretsmanager", "ssm", "kms")
 _EMF_COUNTERS = (
     ("hits", "Hits"),
     ("misses", "Misses"),
@@ -19,29 +22,108 @@ _EMF_COUNTERS = (
     ("entries", "Entries"),
     ("bytes", "Bytes"),
 )
-_SERVICE_PREFIX = {"secretsmanager": "SecretsManager", "ssm": "Ssm", "kms": "Kms"}
+_SERVICE_PREFIX = {
+    Service.SECRETS_MANAGER: "SecretsManager",
+    Service.SSM: "Ssm",
+    Service.KMS: "Kms",
+}
 
 
-def snapshot(cache: TtlCache) -> dict[str, Any]:
-    """Counters per service plus cache totals."""
+class ServiceStats:
+    """Counters for one service; read by /metrics."""
+
+    __slots__ = (
+        "coalesced",
+        "hits",
+        "latencies",
+        "misses",
+        "refreshes",
+        "stale",
+        "upstream_calls",
+        "upstream_errors",
+    )
+
+    def __init__(self) -> None:
+        self.hits = 0
+        self.misses = 0
+        self.stale = 0
+        self.refreshes = 0
+        self.coalesced = 0
+        self.upstream_calls = 0
+        self.upstream_errors: dict[str, int] = {}
+        self.latencies: deque[float] = deque(maxlen=2048)
+
+    def as_dict(self) -> dict[str, object]:
+        ordered = sorted(self.latencies)
+
+        def pct(p: float) -> float | None:
+            if not ordered:
+                return None
+            return round(ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000, 3)
+
+        return {
+            "hits": self.hits,
+            "misses": self.misses,
+            "staleServed": self.stale,
+            "refreshes": self.refreshes,
+            "coalescedWaiters": self.coalesced,
+            "upstreamCalls": self.upstream_calls,
+            "upstreamErrors": dict(self.upstream_errors),
+            "upstreamLatencyMs": {"p50": pct(0.5), "p99": pct(0.99)},
+        }
+
+
+class CacheContents(Protocol):
+    """What a snapshot reads from the cache (the cache is not imported: it imports us)."""
+
+    metrics: Metrics
+    bytes: int
+
+    def __len__(self) -> int: ...
+
+    def entries_by_service(self) -> dict[str, tuple[int, int]]: ...
+
+
+class Metrics:
+    """Every counter, per service."""
+
+    def __init__(self) -> None:
+        self.services = {service: ServiceStats() for service in Service}
+
+    def service(self, service: str) -> ServiceStats:
+        """The counters of one service (a `Service` or its name)."""
+        return self.services[service]  # type: ignore[index]
+
+    def record_upstream(self, service: str, seconds: float, error_type: str | None) -> None:
+        """Count one AWS API call (the backends report each, pages and retries included)."""
+        stats = self.service(service)
+        stats.upstream_calls += 1
+        if error_type is None:
+            stats.latencies.append(seconds)
+        else:
+            stats.upstream_errors[error_type] = stats.upstream_errors.get(error_type, 0) + 1
+
+
+def snapshot(cache: CacheContents) -> dict[str, Any]:
+    """Counters per service plus what the cache holds."""
     sizes = cache.entries_by_service()
     services: dict[str, Any] = {}
-    for service in SERVICES:
-        counters = cache.service_stats(service).as_dict()
+    for service, stats in cache.metrics.services.items():
+        counters = stats.as_dict()
         count, size = sizes.get(service, (0, 0))
         counters["entries"] = count
         counters["bytes"] = size
-        services[service] = counters
+        services[service.value] = counters
     return {"services": services, "cache": {"entries": len(cache), "bytes": cache.bytes}}
 
 
-def emf_line(cache: TtlCache, namespace: str, function_name: str | None) -> str:
+def emf_line(cache: CacheContents, namespace: str, function_name: str | None) -> str:
     """One EMF JSON line: a metric per service and counter, dimension FunctionName."""
     data = snapshot(cache)["services"]
     record: dict[str, Any] = {"FunctionName": function_name or "unknown"}
     definitions: list[dict[str, str]] = []
-    for service in SERVICES:
-        counters = data[service]
+    for service in Service:
+        counters = data[service.value]
         prefix = _SERVICE_PREFIX[service]
         for key, name in _EMF_COUNTERS:
             metric = prefix + name

@@ -1,7 +1,11 @@
-"""Read operations: cache keys, loaders and AWS-shaped bodies, shared by the HTTP API and prefetch.
+"""The read core: typed read requests in, the cache policy applied, AWS-shaped bytes out.
 
+Every front door (the fast path, the aiohttp app, prefetch) hands a value from `read_requests`
+to `Reads`, and `Reads.respond` is the one function from a request to (status, headers, body).
+The fast path asks `Reads.cached` first, so a hit is one dict lookup. Each service's cache
+policy (`cache_policies`) is fixed at start and held by the cache; nothing passes a TTL around.
 Each single read is cached under the key a lone request would use, so a batch or path read warms
-the entries that later single reads hit.
+the entries that later single reads hit, with the same bytes (`responses` serialises every body).
 """
 
 from __future__ import annotations
@@ -10,30 +14,112 @@ import asyncio
 import contextlib
 import contextvars
 import json
-from typing import Any
+import re
+from typing import Any, NamedTuple, Protocol
 
 from . import responses
-from .backends import AwsBackends
-from .cache import CacheKey, Loader, Lookup, TtlCache
+from .cache import CacheKey, Loader, Lookup, Policy, TtlCache
 from .config import Config
+from .errors import PathTooLarge, SecretcacheError
+from .log import log, where
+from .read_requests import (
+    DecryptRead,
+    ParameterRead,
+    ParametersRead,
+    PathRead,
+    Read,
+    SecretRead,
+    SecretsRead,
+    SingleRead,
+)
+from .service import Service
 
 #: Set inside the prefetch's own reads, which must not wait for the prefetch to finish.
 in_prefetch: contextvars.ContextVar[bool] = contextvars.ContextVar("in_prefetch", default=False)
+#: Lambda gives extensions and the runtime 10 s of INIT in all; leave room for the rest.
+PREFETCH_BUDGET_SECONDS = 7.0
 SSM_BATCH_LIMIT = 10
 SECRETS_BATCH_LIMIT = 20
 #: Selector slot of a by-path entry; parameter selectors always start with ":" so never collide.
 PATH_SELECTOR = "bypath"
+#: A path read warms single-parameter entries only while they fit in this share of the cache,
+#: so one path cannot push everything else out.
+PATH_SHARE_OF_CACHE = 0.25
 
 
-def secret_key(secret_id: str, version_id: str | None, version_stage: str | None) -> CacheKey:
-    return CacheKey("secretsmanager", secret_id, f"{version_id or ''}|{version_stage or ''}")
+class Upstream(Protocol):
+    """What the read core needs from AWS: one coroutine per operation, results as the SDK's dicts.
+
+    `backends.AwsBackends` (aiobotocore) implements it; any object with these members can be
+    passed to `Reads` instead. Errors are raised as `SecretcacheError` subclasses.
+    """
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the SDK has loaded (/health reports "starting" until then)."""
+
+    async def get_secret_value(
+        self, secret_id: str, version_id: str | None, version_stage: str | None
+    ) -> dict[str, Any]: ...
+
+    async def get_parameter(self, name: str, with_decryption: bool) -> dict[str, Any]: ...
+
+    async def get_parameters(self, names: list[str], with_decryption: bool) -> dict[str, Any]: ...
+
+    async def get_parameters_by_path(
+        self, path: str, recursive: bool, with_decryption: bool, *, limit: int | None = None
+    ) -> list[dict[str, Any]]: ...
+
+    async def batch_get_secret_value(self, secret_ids: list[str]) -> dict[str, Any]: ...
+
+    async def decrypt(
+        self,
+        ciphertext: bytes,
+        encryption_context: dict[str, str] | None,
+        key_id: str | None,
+        algorithm: str | None = None,
+    ) -> dict[str, Any]: ...
 
 
-def parameter_key(name: str, selector: str, decrypt: bool) -> CacheKey:
-    return CacheKey("ssm", name, selector, decrypt)
+class Response(NamedTuple):
+    """What both HTTP stacks send: a status, headers beyond the JSON ones, and the body."""
+
+    status: int
+    body: bytes
+    headers: tuple[tuple[str, str], ...] = ()
 
 
-def _unique(items: list[str]) -> list[str]:
+def cache_key(read: SingleRead) -> CacheKey:
+    """Two reads AWS would answer differently never share a key."""
+    if type(read) is SecretRead:
+        selector = f"{read.version_id or ''}|{read.version_stage or ''}"
+        return CacheKey(Service.SECRETS_MANAGER, read.secret_id, selector)
+    if type(read) is ParameterRead:
+        return CacheKey(Service.SSM, read.name, read.selector, read.decrypt)
+    if type(read) is PathRead:
+        selector = PATH_SELECTOR + (":recursive" if read.recursive else "")
+        return CacheKey(Service.SSM, read.path, selector, read.decrypt)
+    assert type(read) is DecryptRead
+    return CacheKey(Service.KMS, read.digest())
+
+
+def cache_policies(config: Config) -> dict[Service, Policy]:
+    """Each service's cache policy, fixed at start from the configuration."""
+    stale = config.max_stale_seconds
+    not_found = config.not_found_ttl
+    return {
+        Service.SECRETS_MANAGER: Policy(config.secrets_manager_ttl, not_found, stale),
+        Service.SSM: Policy(config.ssm_ttl, not_found, stale),
+        Service.KMS: Policy(config.kms_ttl, not_found, stale),
+    }
+
+
+def error_response(error: SecretcacheError) -> Response:
+    """An error as the client sees it (every error class knows its status)."""
+    return Response(error.status, error.to_body())
+
+
+def _unique(items: tuple[str, ...]) -> list[str]:
     return list(dict.fromkeys(items))
 
 
@@ -41,14 +127,50 @@ def _chunks(items: list[str], size: int) -> list[list[str]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-class Reads:
-    """What the extension can read, with the cache policy applied."""
+#: Secrets Manager appends a hyphen and six random characters to a secret's name in its ARN.
+_ARN_SUFFIX = re.compile(r"-[A-Za-z0-9]{6}\Z")
 
-    def __init__(self, config: Config, cache: TtlCache, backends: AwsBackends) -> None:
+
+def secret_id_forms(value: dict[str, Any]) -> set[str]:
+    """Every id Secrets Manager resolves to this returned secret: its name, ARN and partial ARN."""
+    forms = {str(value["Name"])} if value.get("Name") else set()
+    arn = str(value.get("ARN") or "")
+    if arn:
+        forms.add(arn)
+        if _ARN_SUFFIX.search(arn):
+            forms.add(arn[:-7])
+    return forms
+
+
+def match_secret_values(
+    requested: list[str], returned: list[dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Pair each requested id with the one returned secret that id names, by exact forms only.
+
+    An id is matched only when exactly one returned secret answers to it (as a name, full ARN or
+    partial ARN), so a value is never served or cached under an id it was not proven to answer:
+    matching by prefix once served `rt/prod-db` for the partial ARN of `rt/prod`.
+    """
+    forms = [(raw, secret_id_forms(raw)) for raw in returned]
+    out: dict[str, dict[str, Any]] = {}
+    for secret_id in requested:
+        candidates = [raw for raw, names in forms if secret_id in names]
+        if len(candidates) == 1:
+            out[secret_id] = candidates[0]
+    return out
+
+
+class Reads:
+    """What the extension can read, with each service's cache policy applied."""
+
+    def __init__(self, config: Config, cache: TtlCache, backends: Upstream) -> None:
         self.config = config
         self.cache = cache
         self.backends = backends
         self._prefetching: asyncio.Event | None = None
+        self._batches: dict[Read, asyncio.Task[bytes]] = {}
+
+    # Prefetch ordering ------------------------------------------------------------------------
 
     def begin_prefetch(self) -> None:
         """From now until `end_prefetch`, reads that miss wait for the prefetch to finish.
@@ -68,115 +190,159 @@ class Reads:
     async def _after_prefetch(self) -> None:
         event = self._prefetching
         if event is not None and not in_prefetch.get():
-            from .prefetch import PREFETCH_BUDGET_SECONDS
-
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(event.wait(), PREFETCH_BUDGET_SECONDS)
 
-    def secret_read(
-        self, secret_id: str, version_id: str | None = None, version_stage: str | None = None
-    ) -> tuple[CacheKey, Loader, float]:
-        """Key, loader and TTL of a GetSecretValue read (for `read`, or a fast-path hit)."""
+    # The front doors' entry points ------------------------------------------------------------
 
-        async def load() -> bytes:
-            result = await self.backends.get_secret_value(secret_id, version_id, version_stage)
-            return responses.secret_value_body(result)
+    def cached(self, read: SecretRead | ParameterRead | DecryptRead) -> bytes | None:
+        """The hot path: the stored body of a fresh entry, else None (then call `respond`)."""
+        if read.refresh:
+            return None
+        return self.cache.fresh(cache_key(read), self._loader(read))
 
-        key = secret_key(secret_id, version_id, version_stage)
-        return key, load, self.config.secrets_manager_ttl
+    async def respond(self, read: Read) -> Response:
+        """The one function from a read request to (status, headers, body); never raises."""
+        try:
+            lookup = await self.fetch(read)
+        except SecretcacheError as exc:
+            if exc.status >= 500:
+                log.warn("request.failed", status=exc.status, errorType=exc.error_type)
+            return error_response(exc)
+        except Exception as exc:
+            log.error("request.internal_error", error=type(exc).__name__, where=where(exc))
+            return error_response(SecretcacheError("internal error"))
+        if lookup.outcome == "stale":
+            stale = (("Age", str(int(lookup.age))), ("X-Secretcache-Stale", "true"))
+            return Response(200, lookup.body, stale)
+        return Response(200, lookup.body)
 
-    def parameter_read(
-        self, name: str, selector: str = "", decrypt: bool = False
-    ) -> tuple[CacheKey, Loader, float]:
-        """Key, loader and TTL of a GetParameter read."""
+    async def fetch(self, read: Read) -> Lookup:
+        """Serve `read` from the cache or AWS; raises `SecretcacheError` (prefetch uses this)."""
+        if isinstance(read, ParametersRead):
+            return Lookup(await self._shared(read, self._parameters), "batch")
+        if isinstance(read, SecretsRead):
+            return Lookup(await self._shared(read, self._secrets), "batch")
+        return await self._single(read)
 
-        async def load() -> bytes:
-            result = await self.backends.get_parameter(name + selector, decrypt)
-            return responses.parameter_body(result, selector)
+    async def _single(self, read: SingleRead) -> Lookup:
+        """A fresh entry, or one upstream load shared by every waiter (after any prefetch)."""
+        key = cache_key(read)
+        load = self._loader(read)
+        refresh = read.refresh
+        if not refresh:
+            body = self.cache.fresh(key, load)
+            if body is not None:
+                return Lookup(body, "hit")
+        if self._prefetching is not None:
+            await self._after_prefetch()
+            if not refresh:
+                body = self.cache.fresh(key, load)
+                if body is not None:
+                    return Lookup(body, "hit")
+        return await self.cache.get(key, load, refresh=refresh)
 
-        return parameter_key(name, selector, decrypt), load, self.config.ssm_ttl
+    # Single reads -----------------------------------------------------------------------------
 
-    async def secret(
-        self,
-        secret_id: str,
-        version_id: str | None = None,
-        version_stage: str | None = None,
-        *,
-        refresh: bool = False,
-    ) -> Lookup:
-        key, load, ttl = self.secret_read(secret_id, version_id, version_stage)
-        return await self.read(key, load, ttl, refresh)
+    def _loader(self, read: SingleRead) -> Loader:
+        """The upstream call that answers `read`, as the bytes the cache stores."""
+        backends = self.backends
+        if type(read) is SecretRead:
 
-    async def parameter(
-        self, name: str, selector: str = "", decrypt: bool = False, *, refresh: bool = False
-    ) -> Lookup:
-        key, load, ttl = self.parameter_read(name, selector, decrypt)
-        return await self.read(key, load, ttl, refresh)
+            async def load_secret() -> bytes:
+                result = await backends.get_secret_value(
+                    read.secret_id, read.version_id, read.version_stage
+                )
+                return responses.secret_value_body(result)
 
-    def decrypt_read(
-        self,
-        blob: bytes,
-        context: dict[str, str] | None,
-        key_id: str | None,
-        algorithm: str | None,
-        digest: str,
-    ) -> tuple[CacheKey, Loader, float]:
-        """The cache key, loader and TTL of a Decrypt (shared by both HTTP paths)."""
-        key = CacheKey("kms", digest)
+            return load_secret
+        if type(read) is ParameterRead:
 
-        async def load() -> bytes:
-            if algorithm:
-                result = await self.backends.decrypt(blob, context, key_id, algorithm)
+            async def load_parameter() -> bytes:
+                result = await backends.get_parameter(read.name + read.selector, read.decrypt)
+                return responses.parameter_body(result, read.selector)
+
+            return load_parameter
+        if type(read) is PathRead:
+
+            async def load_path() -> bytes:
+                return await self._load_path(read)
+
+            return load_path
+        assert type(read) is DecryptRead
+
+        async def load_decrypt() -> bytes:
+            context = read.encryption_context
+            if read.algorithm:
+                result = await backends.decrypt(read.blob, context, read.key_id, read.algorithm)
             else:
-                result = await self.backends.decrypt(blob, context, key_id)
+                result = await backends.decrypt(read.blob, context, read.key_id)
             return responses.decrypt_body(result)
 
-        return key, load, self.config.kms_ttl
+        return load_decrypt
 
-    async def decrypt(
-        self,
-        blob: bytes,
-        context: dict[str, str] | None,
-        key_id: str | None,
-        algorithm: str | None,
-        digest: str,
-        *,
-        refresh: bool = False,
-    ) -> Lookup:
-        key, load, ttl = self.decrypt_read(blob, context, key_id, algorithm, digest)
-        return await self.read(key, load, ttl, refresh)
+    async def _load_path(self, read: PathRead) -> bytes:
+        """Every page of a path, up to SECRETCACHE_PATH_MAX_PARAMETERS parameters.
 
-    async def parameters_by_path(
-        self, path: str, recursive: bool, decrypt: bool, *, refresh: bool = False
-    ) -> Lookup:
-        key = CacheKey("ssm", path, PATH_SELECTOR + (":recursive" if recursive else ""), decrypt)
-        ttl = self.config.ssm_ttl
-
-        async def load() -> bytes:
-            found = await self.backends.get_parameters_by_path(path, recursive, decrypt)
-            shaped = [responses.parameter(p) for p in found]
+        The backend stops paging once it has more than the bound, so an oversized path costs a
+        bounded number of pages and is refused, rather than fetched in full on every retry.
+        """
+        limit = self.config.path_max_parameters
+        found = await self.backends.get_parameters_by_path(
+            read.path, read.recursive, read.decrypt, limit=limit
+        )
+        if len(found) > limit:
+            raise PathTooLarge(
+                f"the path holds more than {limit} parameters; raise "
+                "SECRETCACHE_PATH_MAX_PARAMETERS (and the cache size) to read it"
+            )
+        shaped = [responses.parameter(p) for p in found]
+        if len(shaped) <= self.cache.max_entries * PATH_SHARE_OF_CACHE:
             for p in shaped:
-                single = json.dumps({"Parameter": p, "ResultMetadata": {}}, separators=(",", ":"))
-                self.cache.put(parameter_key(p["Name"], "", decrypt), single.encode(), ttl)
-            return responses.parameters_body(shaped, None)
+                key = CacheKey(Service.SSM, p["Name"], "", read.decrypt)
+                self.cache.put(key, responses.shaped_parameter_body(p))
+        return responses.parameters_body(shaped, None)
 
-        return await self.read(key, load, ttl, refresh)
+    # Batch reads ------------------------------------------------------------------------------
 
-    async def parameters(self, names: list[str], decrypt: bool, *, refresh: bool = False) -> bytes:
-        """GetParameters in chunks of 10; fresh entries come from the cache."""
+    async def _shared(self, read: ParametersRead | SecretsRead, load: Any) -> bytes:
+        """One upstream batch for identical concurrent batch reads (forced refreshes excepted)."""
         await self._after_prefetch()
-        wanted = _unique(names)
+        if read.refresh:
+            body: bytes = await load(read)
+            return body
+        pending = self._batches.get(read)
+        if pending is not None:
+            self.cache.metrics.service(read.service).coalesced += 1
+            return await asyncio.shield(pending)
+        task: asyncio.Task[bytes] = asyncio.get_running_loop().create_task(load(read))
+        self._batches[read] = task
+
+        def done(finished: asyncio.Task[bytes]) -> None:
+            if self._batches.get(read) is finished:
+                del self._batches[read]
+            if not finished.cancelled():
+                finished.exception()  # retrieved, even if every caller has gone
+
+        task.add_done_callback(done)
+        return await asyncio.shield(task)
+
+    async def _parameters(self, read: ParametersRead) -> bytes:
+        """GetParameters in chunks of 10; fresh entries come from the cache."""
+        wanted = _unique(read.names)
+        decrypt = read.decrypt
         found: dict[str, dict[str, Any]] = {}
         missing: list[str] = []
         for name in wanted:
-            body = None if refresh else self.cache.fresh(parameter_key(name, "", decrypt))
+            key = CacheKey(Service.SSM, name, "", decrypt)
+            body = None if read.refresh else self.cache.fresh(key)
             if body is None:
                 missing.append(name)
             else:
                 found[name] = json.loads(body)["Parameter"]
         invalid: set[str] = set()
         if missing:
-            self.cache.service_stats("ssm").misses += len(missing)
+            self.cache.metrics.service(Service.SSM).misses += len(missing)
             chunks = _chunks(missing, SSM_BATCH_LIMIT)
             results = await asyncio.gather(
                 *(self.backends.get_parameters(c, decrypt) for c in chunks)
@@ -187,12 +353,8 @@ class Reads:
                 for name, raw in by_name.items():
                     shaped = responses.parameter(raw)
                     found[name] = shaped
-                    single = json.dumps(
-                        {"Parameter": shaped, "ResultMetadata": {}}, separators=(",", ":")
-                    )
-                    self.cache.put(
-                        parameter_key(name, "", decrypt), single.encode(), self.config.ssm_ttl
-                    )
+                    key = CacheKey(Service.SSM, name, "", decrypt)
+                    self.cache.put(key, responses.shaped_parameter_body(shaped))
         ordered = [found[n] for n in wanted if n in found]
         return responses.parameters_body(
             ordered, [n for n in wanted if n in invalid and n not in found]
@@ -211,14 +373,14 @@ class Reads:
                     out[name] = p
         return out
 
-    async def secrets(self, secret_ids: list[str], *, refresh: bool = False) -> bytes:
+    async def _secrets(self, read: SecretsRead) -> bytes:
         """BatchGetSecretValue in chunks of 20; fresh entries come from the cache."""
-        await self._after_prefetch()
-        wanted = _unique(secret_ids)
+        wanted = _unique(read.secret_ids)
         found: dict[str, dict[str, Any]] = {}
         missing: list[str] = []
         for secret_id in wanted:
-            body = None if refresh else self.cache.fresh(secret_key(secret_id, None, None))
+            key = cache_key(SecretRead(secret_id))
+            body = None if read.refresh else self.cache.fresh(key)
             if body is None:
                 missing.append(secret_id)
             else:
@@ -228,51 +390,23 @@ class Reads:
         errors: list[dict[str, Any]] = []
         extra: list[dict[str, Any]] = []
         if missing:
-            self.cache.service_stats("secretsmanager").misses += len(missing)
+            self.cache.metrics.service(Service.SECRETS_MANAGER).misses += len(missing)
             chunks = _chunks(missing, SECRETS_BATCH_LIMIT)
             results = await asyncio.gather(
                 *(self.backends.batch_get_secret_value(c) for c in chunks)
             )
             for chunk, result in zip(chunks, results, strict=True):
                 errors.extend(result.get("Errors") or [])
-                for raw in result.get("SecretValues") or []:
+                returned = result.get("SecretValues") or []
+                matched = match_secret_values(chunk, returned)
+                claimed = {id(raw) for raw in matched.values()}
+                extra.extend(
+                    responses.secret_value(raw) for raw in returned if id(raw) not in claimed
+                )
+                for secret_id, raw in matched.items():
                     shaped = responses.secret_value(raw)
-                    matched = self._match_secret(chunk, raw)
-                    if matched is None:
-                        extra.append(shaped)
-                        continue
-                    found[matched] = shaped
-                    single = json.dumps({**shaped, "ResultMetadata": {}}, separators=(",", ":"))
-                    self.cache.put(
-                        secret_key(matched, None, None),
-                        single.encode(),
-                        self.config.secrets_manager_ttl,
-                    )
+                    found[secret_id] = shaped
+                    key = cache_key(SecretRead(secret_id))
+                    self.cache.put(key, responses.shaped_secret_value_body(shaped))
         values = [found[s] for s in wanted if s in found] + extra
         return responses.secret_values_body(values, errors)
-
-    @staticmethod
-    def _match_secret(requested: list[str], raw: dict[str, Any]) -> str | None:
-        name, arn = raw.get("Name"), str(raw.get("ARN") or "")
-        for secret_id in requested:
-            if secret_id in (name, arn) or (
-                secret_id.startswith("arn:") and arn.startswith(secret_id)
-            ):
-                return secret_id
-        return None
-
-    async def read(self, key: CacheKey, load: Loader, ttl: float, refresh: bool) -> Lookup:
-        """A fresh entry, or one upstream load shared by every waiter (after any prefetch)."""
-        if not refresh:
-            body = self.cache.fresh(key, load)
-            if body is not None:
-                return Lookup(body, "hit")
-        if self._prefetching is not None:
-            await self._after_prefetch()
-            if not refresh:
-                body = self.cache.fresh(key, load)
-                if body is not None:
-                    return Lookup(body, "hit")
-        return await self.cache.get(
-            key, load, ttl, refresh=refresh, not_found_ttl=self.config.not_found_ttl
-        )

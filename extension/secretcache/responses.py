@@ -9,9 +9,10 @@ zeros dropped: "2022-11-16T08:22:40.499Z", "...:40.5Z", "...:40Z").
 from __future__ import annotations
 
 import base64
-import json
 from datetime import datetime, timezone
 from typing import Any
+
+from .json_body import json_body
 
 
 def go_time(value: datetime | None) -> str | None:
@@ -32,10 +33,6 @@ def _b64(value: bytes | None) -> str | None:
     return None if value is None else base64.b64encode(value).decode("ascii")
 
 
-def _dump(body: dict[str, Any]) -> bytes:
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
 def secret_value(result: dict[str, Any]) -> dict[str, Any]:
     """A GetSecretValue output or a BatchGetSecretValue SecretValueEntry, Go-shaped."""
     return {
@@ -51,7 +48,12 @@ def secret_value(result: dict[str, Any]) -> dict[str, Any]:
 
 def secret_value_body(result: dict[str, Any]) -> bytes:
     """GetSecretValue output."""
-    return _dump({**secret_value(result), "ResultMetadata": {}})
+    return shaped_secret_value_body(secret_value(result))
+
+
+def shaped_secret_value_body(shaped: dict[str, Any]) -> bytes:
+    """GetSecretValue output from an already Go-shaped entry (a batch fills single entries)."""
+    return json_body({**shaped, "ResultMetadata": {}})
 
 
 def secret_values_body(values: list[dict[str, Any]], errors: list[dict[str, Any]]) -> bytes:
@@ -64,7 +66,7 @@ def secret_values_body(values: list[dict[str, Any]], errors: list[dict[str, Any]
         }
         for e in errors
     ]
-    return _dump({"SecretValues": values, "Errors": shaped_errors, "ResultMetadata": {}})
+    return json_body({"SecretValues": values, "Errors": shaped_errors, "ResultMetadata": {}})
 
 
 def parameter(p: dict[str, Any], selector: str = "") -> dict[str, Any]:
@@ -85,8 +87,12 @@ def parameter(p: dict[str, Any], selector: str = "") -> dict[str, Any]:
 
 def parameter_body(result: dict[str, Any], selector: str = "") -> bytes:
     """GetParameter output."""
-    shaped = parameter(result.get("Parameter") or {}, selector)
-    return _dump({"Parameter": shaped, "ResultMetadata": {}})
+    return shaped_parameter_body(parameter(result.get("Parameter") or {}, selector))
+
+
+def shaped_parameter_body(shaped: dict[str, Any]) -> bytes:
+    """GetParameter output from an already Go-shaped parameter (batch and path reads)."""
+    return json_body({"Parameter": shaped, "ResultMetadata": {}})
 
 
 def parameters_body(parameters: list[dict[str, Any]], invalid: list[str] | None) -> bytes:
@@ -95,12 +101,12 @@ def parameters_body(parameters: list[dict[str, Any]], invalid: list[str] | None)
     if invalid is not None:
         body["InvalidParameters"] = invalid
     body["ResultMetadata"] = {}
-    return _dump(body)
+    return json_body(body)
 
 
 def decrypt_body(result: dict[str, Any]) -> bytes:
     """KMS Decrypt output (CiphertextForRecipient omitted: we never pass a Recipient)."""
-    return _dump(
+    return json_body(
         {
             "KeyId": result.get("KeyId"),
             "Plaintext": _b64(result.get("Plaintext")),

@@ -6,7 +6,6 @@ Handlers only parse the request, call `Reads`, and write the stored bytes.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -14,7 +13,6 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from . import metrics as metrics_module
-from .cache import Lookup
 from .errors import (
     BadRequest,
     Forbidden,
@@ -23,30 +21,33 @@ from .errors import (
     NotFound,
     PayloadTooLarge,
     RequestLineTooLong,
+    RequestTimeout,
     SecretcacheError,
     ServiceUnavailable,
     Unauthorized,
 )
+from .json_body import json_body
 from .log import log, where
-from .prefetch import kms_digest
 from .query import (
     MAX_BODY_BYTES,
     MAX_HEADER_BYTES,
-    MAX_HEADER_COUNT,
-    MAX_QUERY_VALUE,
+    MAX_HEADERS,
     TOKEN_HEADERS,
     Pairs,
-    all_values,
     allowed_hosts,
-    decrypt_request,
-    first,
-    flag,
     parse_query_string,
-    required,
-    ssm_selector,
     token_matches,
 )
-from .reads import Reads
+from .read_requests import (
+    DecryptRead,
+    ParameterRead,
+    ParametersRead,
+    PathRead,
+    Read,
+    SecretRead,
+    SecretsRead,
+)
+from .reads import Reads, Response
 from .status import Status
 
 #: aiohttp's parser limits: a request line, and one header field. They differ so a parse error
@@ -54,7 +55,7 @@ from .status import Status
 MAX_LINE_SIZE = 8190
 MAX_FIELD_SIZE = MAX_HEADER_BYTES
 JSON_HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-store"}
-_OPEN_PATHS = frozenset({"/health", "/ping"})
+_OPEN_PATHS = frozenset({"/health", "/health/", "/ping", "/ping/"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -81,6 +82,7 @@ def json_response(
 
 
 def error_response(error: SecretcacheError) -> web.Response:
+    """Errors raised before the core answers (parsing, access checks, aiohttp's own)."""
     return json_response(error.to_body(), error.status)
 
 
@@ -138,6 +140,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(exc)
     except web.HTTPException as exc:
         return error_response(http_error(exc.status))
+    except ConnectionError:
+        # The client went away mid-request (e.g. mid-body): its doing, not ours; nobody reads this.
+        log.debug("request.aborted", path=request.path)
+        return error_response(BadRequest("the client closed the connection", error_type="Aborted"))
     except Exception as exc:
         log.error(
             "request.internal_error", path=request.path, error=type(exc).__name__, where=where(exc)
@@ -179,7 +185,7 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
     return await handler(request)
 
 
-# Query parsing ----------------------------------------------------------------------------
+# Handlers: parse the request into a typed read, let the core answer, move the bytes ----------
 
 
 def parse_query(request: web.Request) -> Pairs:
@@ -187,96 +193,57 @@ def parse_query(request: web.Request) -> Pairs:
     return parse_query_string(request.rel_url.raw_query_string)
 
 
-# Handlers ---------------------------------------------------------------------------------
+def send(response: Response) -> web.Response:
+    """The core's (status, headers, body) as an aiohttp response."""
+    headers = JSON_HEADERS if not response.headers else {**JSON_HEADERS, **dict(response.headers)}
+    return web.Response(body=response.body, status=response.status, headers=headers)
 
 
-def render(lookup: Lookup) -> web.Response:
-    if lookup.outcome == "stale":
-        extra = {"Age": str(int(lookup.age)), "X-Secretcache-Stale": "true"}
-        return json_response(lookup.body, extra=extra)
-    return web.Response(body=lookup.body, headers=JSON_HEADERS)
+async def answer(request: web.Request, read: Read) -> web.Response:
+    return send(await request.app[STATE].reads.respond(read))
 
 
 async def get_secret_value(request: web.Request) -> web.Response:
-    pairs = parse_query(request)
-    secret_id = required(pairs, "secretId")
-    return await _secret(request, pairs, secret_id)
+    return await answer(request, SecretRead.from_query(parse_query(request)))
 
 
 async def agent_secret(request: web.Request) -> web.Response:
     """Secrets Manager Agent form: GET /v1/<secret id>."""
     secret_id = request.match_info["secret_id"]
-    if len(secret_id) > MAX_QUERY_VALUE:
-        raise BadRequest(f"the secret id is over {MAX_QUERY_VALUE} characters")
-    return await _secret(request, parse_query(request), secret_id)
-
-
-async def _secret(
-    request: web.Request, pairs: list[tuple[str, str]], secret_id: str
-) -> web.Response:
-    reads = request.app[STATE].reads
-    lookup = await reads.secret(
-        secret_id,
-        first(pairs, "versionId") or None,
-        first(pairs, "versionStage") or None,
-        refresh=flag(pairs, "refreshNow"),
-    )
-    return render(lookup)
+    return await answer(request, SecretRead.from_agent_path(secret_id, parse_query(request)))
 
 
 async def get_parameter(request: web.Request) -> web.Response:
-    pairs = parse_query(request)
-    name = required(pairs, "name")
-    lookup = await request.app[STATE].reads.parameter(
-        name, ssm_selector(pairs), flag(pairs, "withDecryption"), refresh=flag(pairs, "refreshNow")
-    )
-    return render(lookup)
+    return await answer(request, ParameterRead.from_query(parse_query(request)))
 
 
 async def get_parameters(request: web.Request) -> web.Response:
-    pairs = parse_query(request)
-    body = await request.app[STATE].reads.parameters(
-        all_values(pairs, "name"), flag(pairs, "withDecryption"), refresh=flag(pairs, "refreshNow")
-    )
-    return json_response(body)
+    return await answer(request, ParametersRead.from_query(parse_query(request)))
 
 
 async def get_parameters_by_path(request: web.Request) -> web.Response:
-    pairs = parse_query(request)
-    path = required(pairs, "path")
-    if not path.startswith("/"):
-        raise BadRequest("query parameter 'path' must start with '/'")
-    lookup = await request.app[STATE].reads.parameters_by_path(
-        path,
-        flag(pairs, "recursive"),
-        flag(pairs, "withDecryption"),
-        refresh=flag(pairs, "refreshNow"),
-    )
-    return render(lookup)
+    return await answer(request, PathRead.from_query(parse_query(request)))
 
 
 async def batch_get_secrets(request: web.Request) -> web.Response:
-    pairs = parse_query(request)
-    body = await request.app[STATE].reads.secrets(
-        all_values(pairs, "secretId"), refresh=flag(pairs, "refreshNow")
-    )
-    return json_response(body)
+    return await answer(request, SecretsRead.from_query(parse_query(request)))
 
 
 async def kms_decrypt(request: web.Request) -> web.Response:
     pairs = parse_query(request)
-    blob, context, key_id, algorithm = decrypt_request(await request.read())
-    digest = kms_digest(blob, context, key_id, algorithm)
-    lookup = await request.app[STATE].reads.decrypt(
-        blob, context, key_id, algorithm, digest, refresh=flag(pairs, "refreshNow")
-    )
-    return render(lookup)
+    timeout = request.app[STATE].config.request_timeout
+    try:
+        raw = await asyncio.wait_for(request.read(), timeout)
+    except asyncio.TimeoutError:
+        raise RequestTimeout(f"the request body did not arrive within {timeout:g} s") from None
+    return await answer(request, DecryptRead.from_body(raw, pairs))
 
 
 async def health(request: web.Request) -> web.Response:
     """No token, no names, no configuration: just whether the extension is ready."""
     state = request.app[STATE]
-    return json_response(state.status.health_body(state.reads.backends.loaded))
+    status = "ok" if state.status.ready and state.reads.backends.loaded else "starting"
+    return json_response(json_body({"status": status}))
 
 
 async def ping(request: web.Request) -> web.Response:
@@ -286,7 +253,7 @@ async def ping(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     snapshot = metrics_module.snapshot(request.app[STATE].reads.cache)
-    return json_response(json.dumps(snapshot).encode())
+    return json_response(json_body(snapshot))
 
 
 def make_app(reads: Reads, status: Status) -> web.Application:
@@ -297,7 +264,10 @@ def make_app(reads: Reads, status: Status) -> web.Application:
         handler_args={
             "max_line_size": MAX_LINE_SIZE,
             "max_field_size": MAX_FIELD_SIZE,
-            "max_headers": MAX_HEADER_COUNT,
+            "max_headers": MAX_HEADERS,
+            # After an early answer (413, 408), read what is left of a body for at most this long
+            # so the client gets the answer rather than a reset, then close.
+            "lingering_time": 1.0,
         },
     )
     app[STATE] = ServerState(reads, status)
@@ -320,14 +290,50 @@ def make_app(reads: Reads, status: Status) -> web.Application:
 
 
 class JsonRequestHandler(RequestHandler):
-    """aiohttp's protocol handler with errors before routing (malformed HTTP) rendered as JSON."""
+    """aiohttp's protocol handler with errors before routing (malformed HTTP) rendered as JSON,
+    half-closed connections answered then closed, and the listener's idle/evict interface.
+
+    (aiohttp closes a connection as soon as the client's FIN arrives, losing the answer to a
+    request sent just before it.)
+    """
 
     on_lost: Callable[[JsonRequestHandler], None] | None = None
+    peer_eof = False
+    idle_at = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.idle_at = asyncio.get_running_loop().time()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         super().connection_lost(exc)
         if self.on_lost is not None:
             self.on_lost(self)
+
+    # aiohttp declares None (close at once); True keeps the write side open for owed answers.
+    def eof_received(self) -> bool:  # type: ignore[override]
+        self.peer_eof = True
+        if self.idle_since() is not None:
+            self.force_close()
+        return True  # keep writing: the answers to requests already received are still owed
+
+    async def finish_response(
+        self, request: Any, resp: web.StreamResponse, start_time: float | None
+    ) -> tuple[web.StreamResponse, bool]:
+        result = await super().finish_response(request, resp, start_time)
+        self.idle_at = asyncio.get_running_loop().time()
+        if self.peer_eof and not self._messages:
+            self.close()  # the client sends no more: close after this answer
+        return result
+
+    def idle_since(self) -> float | None:
+        """When the last answer went out; None while a request is queued or being served."""
+        if self._request_in_progress or self._messages:
+            return None
+        return self.idle_at
+
+    def evict(self) -> None:
+        self.force_close()
 
     def handle_error(
         self,

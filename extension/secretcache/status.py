@@ -11,9 +11,3 @@ class Status:
     def __init__(self) -> None:
         self.ready = False
         self.closing = False
-
-    def health_body(self, upstream_loaded: bool) -> bytes:
-        """What `GET /health` answers (both HTTP paths): no names, no configuration."""
-        if self.ready and upstream_loaded:
-            return b'{"status": "ok"}'
-        return b'{"status": "starting"}'

@@ -355,6 +355,7 @@ def plaintext_result(document: dict[str, Any]) -> bytes:
 # -- HTTP/1.1 on the wire (shared by the sync and asyncio clients) -------------------------
 
 MAX_HEADER_LINES = 100
+MAX_LINE = 65536
 
 
 class MalformedResponse(Exception):
@@ -373,20 +374,133 @@ def request_bytes(
     return (head + "\r\n").encode("ascii") + (body or b"")
 
 
-def status_of(status_line: bytes) -> tuple[bytes, int]:
-    """HTTP version and status code of a status line."""
-    parts = status_line.split(None, 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
-        raise MalformedResponse("bad status line")
-    return parts[0], int(parts[1])
+class Answer:
+    """A complete response: status, body, and whether the connection may carry another."""
+
+    __slots__ = ("body", "keep_alive", "status")
+
+    def __init__(self, status: int, body: bytes, keep_alive: bool) -> None:
+        self.status = status
+        self.body = body
+        self.keep_alive = keep_alive
 
 
-def add_header(headers: dict[bytes, bytes], line: bytes) -> None:
-    name, _, value = line.partition(b":")
-    headers[name.strip().lower()] = value.strip()
+class ResponseParser:
+    """Reads one HTTP/1.x response from bytes as they arrive, without doing I/O itself.
+
+    Each client feeds it what its connection received (``b""`` at end of stream) until
+    :meth:`feed` returns the :class:`Answer`. An end of stream before the answer is complete
+    raises ``ConnectionResetError``, as a socket would: a kept-alive connection the
+    extension closed while idle fails that way, and earns the caller's one retry.
+    """
+
+    __slots__ = ("_buffer", "_chunks", "_framing", "_position", "_status")
+
+    def __init__(self) -> None:
+        self._buffer: bytes | bytearray = b""
+        self._position = 0  # where the unparsed part of the buffer starts
+        self._status = 0
+        self._framing: tuple[str, int, bool] | None = None  # once the head is read
+        self._chunks: list[bytes] = []
+
+    def feed(self, data: bytes) -> Answer | None:
+        """Take the next bytes; the answer once it is complete, else ``None``."""
+        if not data:
+            return self._end_of_stream()
+        if not self._buffer:
+            self._buffer = data
+        elif isinstance(self._buffer, bytearray):
+            self._buffer += data
+        else:  # a second piece: grow in place from here on, not by copying it all each time
+            self._buffer = bytearray(self._buffer) + data
+        while self._framing is None:
+            if not self._read_head():
+                return None
+        kind, length, keep_alive = self._framing
+        if kind == "length":
+            end = self._position + length
+            if len(self._buffer) < end:
+                return None
+            return Answer(self._status, bytes(self._buffer[self._position : end]), keep_alive)
+        if kind == "chunked":
+            return self._read_chunks(keep_alive)
+        return None  # delimited by the server closing the connection
+
+    def _end_of_stream(self) -> Answer:
+        if self._framing is not None and self._framing[0] == "close":
+            return Answer(self._status, bytes(self._buffer[self._position :]), False)
+        if not self._buffer:
+            raise ConnectionResetError("connection closed before a response")
+        raise ConnectionResetError("connection closed inside a response")
+
+    def _line(self) -> bytes | None:
+        """The next line without its line end, or ``None`` until it has arrived."""
+        end = self._buffer.find(b"\n", self._position)
+        if end < 0:
+            if len(self._buffer) - self._position > MAX_LINE:
+                raise MalformedResponse("line too long")
+            return None
+        line = bytes(self._buffer[self._position : end])
+        self._position = end + 1
+        return line[:-1] if line.endswith(b"\r") else line
+
+    def _read_head(self) -> bool:
+        """Parse the status line and headers; False until all of them have arrived."""
+        buffer, start = self._buffer, self._position
+        status_end = buffer.find(b"\n", start)
+        if status_end < 0:
+            if len(buffer) - start > MAX_LINE:
+                raise MalformedResponse("line too long")
+            return False
+        # Checked before the rest arrives, so that garbage fails at once rather than on timeout.
+        parts = bytes(buffer[start:status_end]).split(None, 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+            raise MalformedResponse("bad status line")
+        crlf_end = buffer.find(b"\n\r\n", status_end)  # the empty line that ends the head
+        lf_end = buffer.find(b"\n\n", status_end)
+        if lf_end >= 0 and (crlf_end < 0 or lf_end < crlf_end):
+            head_end, self._position = lf_end, lf_end + 2
+        elif crlf_end >= 0:
+            head_end, self._position = crlf_end, crlf_end + 3
+        else:
+            if len(buffer) - start > MAX_LINE * 4:
+                raise MalformedResponse("head too long")
+            return False
+        lines = bytes(buffer[status_end + 1 : head_end]).split(b"\n")  # [b""] if none
+        if len(lines) > MAX_HEADER_LINES:
+            raise MalformedResponse("too many header lines")
+        headers: dict[bytes, bytes] = {}
+        for line in lines:
+            name, _, value = line.partition(b":")
+            headers[name.strip().lower()] = value.strip()
+        status = int(parts[1])
+        if status >= 200:  # a 1xx answer is followed by the real one
+            self._status = status
+            self._framing = _framing(parts[0], status, headers)
+        return True
+
+    def _read_chunks(self, keep_alive: bool) -> Answer | None:
+        while True:
+            start = self._position
+            size_line = self._line()
+            if size_line is None:
+                return None
+            size = _chunk_size(size_line)
+            if size == 0:
+                while (trailer := self._line()) != b"":
+                    if trailer is None:
+                        self._position = start  # read the last chunk and trailers again
+                        return None
+                return Answer(self._status, b"".join(self._chunks), keep_alive)
+            end = self._position + size + 2  # the data and its CRLF
+            if len(self._buffer) < end:
+                self._position = start
+                return None
+            self._chunks.append(bytes(self._buffer[self._position : end - 2]))
+            self._position = end
 
 
-def framing(version: bytes, status: int, headers: dict[bytes, bytes]) -> tuple[str, int, bool]:
+def _framing(version: bytes, status: int, headers: dict[bytes, bytes]) -> tuple[str, int, bool]:
     """How the body is delimited ("chunked", "length" or "close"), its length, keep-alive."""
     connection = headers.get(b"connection", b"").lower()
     if version == b"HTTP/1.0":
@@ -405,7 +519,7 @@ def framing(version: bytes, status: int, headers: dict[bytes, bytes]) -> tuple[s
     return "close", 0, False
 
 
-def chunk_size(size_line: bytes) -> int:
+def _chunk_size(size_line: bytes) -> int:
     try:
         return int(size_line.split(b";", 1)[0].strip(), 16)
     except ValueError:

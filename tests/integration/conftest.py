@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.emulator import LambdaEmulator
-from tests.support.moto_server import MotoServer
-from tests.support.net import free_port
+from tools.emulator import LambdaEmulator
+from tools.layer import layer_dir
+from tools.moto_server import MotoServer
+from tools.net import free_port
+from tools.rie import RieSandbox, rie_binary, unavailable_reason
 
 REPO = Path(__file__).resolve().parents[2]
 HANDLERS = Path(__file__).with_name("handlers")
@@ -60,6 +62,10 @@ class SeededAws:
             "CIPHERTEXT_B64": self.ciphertext_b64,
         }
 
+    def prefetch_list(self) -> str:
+        """SECRETCACHE_PREFETCH naming the secret, the SecureString and the KMS ciphertext."""
+        return f"sm:{self.secret_id},ssm:{self.secure_param}?withDecryption=true,kms:CIPHERTEXT_B64"
+
     def expected(self) -> dict[str, str]:
         return {
             "secret": self.secret_value,
@@ -96,6 +102,18 @@ def seeded_aws(moto_server: MotoServer) -> SeededAws:
     )
 
 
+def rotate(moto_server: MotoServer, secret_id: str, value: str) -> None:
+    moto_server.client("secretsmanager").put_secret_value(SecretId=secret_id, SecretString=value)
+
+
+@pytest.fixture
+def rotating_secret(moto_server: MotoServer) -> str:
+    """A secret of this test's own (value "v1"), so rotating it disturbs no other test."""
+    secret_id = f"e2e-rotating-{uuid.uuid4().hex[:8]}"
+    moto_server.client("secretsmanager").create_secret(Name=secret_id, SecretString="v1")
+    return secret_id
+
+
 @pytest.fixture
 def lambda_sandbox(
     layer_zip: Path, moto_server: MotoServer, seeded_aws: SeededAws
@@ -127,3 +145,57 @@ def lambda_sandbox(
     yield make
     for emu in made:
         emu.close()
+
+
+@pytest.fixture(scope="session")
+def rie_layer(layer_zip: Path) -> Path:
+    """The built layer, unpacked (what RIE gets at /opt); skips the RIE tier where RIE cannot run.
+
+    RIE comes with aws-sam-cli (``./build.sh sam-setup``, a no-op once done); it needs a private
+    mount namespace (``unshare -m``: root). The skip reason is one line saying which is missing.
+    """
+    if rie_binary() is None:
+        done = subprocess.run(
+            [str(REPO / "build.sh"), "sam-setup"], cwd=REPO, capture_output=True, text=True,
+            timeout=900,
+        )  # fmt: skip
+        if done.returncode != 0:
+            pytest.fail(f"./build.sh sam-setup failed:\n{done.stderr[-3000:]}")
+    reason = unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"RIE tier skipped: {reason}")
+    tree = layer_dir()
+    assert (tree / "extensions" / "secretcache").is_file(), f"{tree} is not the unpacked layer"
+    return tree
+
+
+@pytest.fixture
+def rie_sandbox(
+    rie_layer: Path, moto_server: MotoServer, seeded_aws: SeededAws
+) -> Iterator[Callable[..., RieSandbox]]:
+    """Factory: rie_sandbox("client_handler", env={...}) -> a started RIE running that handler.
+
+    The same functions and seeded resources as ``lambda_sandbox``, on AWS's emulator.
+    """
+    made: list[RieSandbox] = []
+
+    def make(module: str, env: dict[str, str] | None = None, **options: object) -> RieSandbox:
+        function_env = {
+            "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT": str(free_port()),
+            **seeded_aws.function_env(),
+            **(env or {}),
+        }
+        rie = RieSandbox(
+            HANDLERS,
+            f"{module}.handler",
+            function_env,
+            layer=rie_layer,
+            endpoint_url=moto_server.url,
+            **options,  # type: ignore[arg-type]
+        )
+        made.append(rie)
+        return rie.start()
+
+    yield make
+    for rie in made:
+        rie.close()

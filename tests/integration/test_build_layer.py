@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.moto_server import MotoServer
+from tools.moto_server import MotoServer
 
 REPO = Path(__file__).resolve().parents[2]
 LAYER_ZIP = REPO / "dist" / "secretcache-layer.zip"

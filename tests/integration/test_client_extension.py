@@ -17,7 +17,7 @@ from secretcache_client import (
 from secretcache_client.aio import AsyncClient
 
 from tests.support.extension_process import ExtensionProcess
-from tests.support.moto_server import MotoServer
+from tools.moto_server import MotoServer
 
 StartExtension = Callable[..., ExtensionProcess]
 

@@ -5,26 +5,13 @@ from __future__ import annotations
 import json
 import os
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.emulator import InitError, LambdaEmulator
+from tools.emulator import InitError, LambdaEmulator
 
-from .conftest import SeededAws
-
-
-def rotate(moto_server, secret_id: str, value: str) -> None:
-    moto_server.client("secretsmanager").put_secret_value(SecretId=secret_id, SecretString=value)
-
-
-@pytest.fixture
-def rotating_secret(moto_server) -> str:
-    """A secret of this test's own, so rotating it disturbs no other test."""
-    secret_id = f"e2e-rotating-{uuid.uuid4().hex[:8]}"
-    moto_server.client("secretsmanager").create_secret(Name=secret_id, SecretString="v1")
-    return secret_id
+from .conftest import SeededAws, rotate
 
 
 @pytest.mark.parametrize("module", ["client_handler", "urllib_handler"])

@@ -1,4 +1,5 @@
-"""`./build.sh demo` as a new user runs it: the example function on the emulator, with figures."""
+"""`./build.sh demo` as a new user runs it: the example function on AWS's RIE (or, where RIE
+cannot run, on our emulator), with figures."""
 
 from __future__ import annotations
 
@@ -7,15 +8,19 @@ import sys
 
 import pytest
 
-from tests.emulator import demo
+from tools import demo
+from tools.rie import unavailable_reason
 
 from .conftest import REPO
 
 
 @pytest.mark.slow
-def test_demo_reads_masked_values_and_prints_figures(layer_zip):
+@pytest.mark.parametrize("emulator", ["rie", "ours"])
+def test_demo_reads_masked_values_and_prints_figures(layer_zip, emulator):
+    if emulator == "rie" and unavailable_reason() is not None:
+        pytest.skip(f"RIE tier skipped: {unavailable_reason()}")
     done = subprocess.run(
-        [sys.executable, "-m", "tests.emulator.demo", "--layer", str(layer_zip)],
+        [sys.executable, "-m", "tools.demo", "--emulator", emulator],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -33,7 +38,10 @@ def test_demo_reads_masked_values_and_prints_figures(layer_zip):
         "SHUTDOWN",
     ):
         assert figure in out, out
+    assert " n/a " not in out, out  # every figure was measured
+    source = "AWS's Runtime Interface Emulator" if emulator == "rie" else "our emulator"
+    assert f"moto as AWS; {source})" in out, out
     assert out.count("********") == 3, out
     for value in (demo.SECRET_VALUE, demo.PARAMETER_VALUE, demo.KMS_PLAINTEXT.decode()):
         assert value not in out + done.stderr
-    assert "(exit 0)" in out
+    assert "(exit 0" in out

@@ -12,11 +12,7 @@ def test_prefetched_items_are_hits_for_the_handlers_first_reads_during_init(
     emu = lambda_sandbox(
         "prefetch_handler",
         env={
-            "SECRETCACHE_PREFETCH": (
-                f"sm:{seeded_aws.secret_id},"
-                f"ssm:{seeded_aws.secure_param}?withDecryption=true,"
-                "kms:CIPHERTEXT_B64"
-            ),
+            "SECRETCACHE_PREFETCH": seeded_aws.prefetch_list(),
             "SECRETCACHE_PREFETCH_REQUIRED": "true",
             "SECRETCACHE_METRICS": "emf",
         },
@@ -48,7 +44,7 @@ def test_prefetched_items_are_hits_for_the_handlers_first_reads_during_init(
 
 
 def test_required_prefetch_failure_is_an_init_error_naming_the_item(lambda_sandbox):
-    from tests.emulator import InitError
+    from tools.emulator import InitError
 
     emu = lambda_sandbox(
         "prefetch_handler",

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from tests.support.extension_process import ExtensionProcess
-from tests.support.moto_server import MotoServer
+from tools.moto_server import MotoServer
+from tools.net import read_until_closed, rss_kib
 
 
 @pytest.fixture
@@ -240,6 +242,164 @@ def test_absolute_form_targets_are_refused_even_with_a_local_host_header(
         conn.close()
     assert status == 403
     assert json.loads(body)["errorType"] == "ForbiddenHost"
+
+
+# Hostile and unusual clients (issue 12) -------------------------------------------------------
+
+
+def test_a_client_that_does_not_read_cannot_grow_memory_without_bound(
+    start_extension: Callable[..., ExtensionProcess], moto_server: MotoServer, unique: str
+) -> None:
+    name = f"{unique}/big"
+    moto_server.client("secretsmanager").create_secret(Name=name, SecretString="x" * 65536)
+    extension = start_extension()
+    assert extension.get(f"/secretsmanager/get?secretId={name}").status == 200
+    assert extension.process is not None
+    before = rss_kib(extension.process.pid)
+    sock = socket.create_connection(("127.0.0.1", extension.port))
+    sock.setblocking(False)
+    pending = get(f"/secretsmanager/get?secretId={name}", extension.token) * 3000
+    deadline = time.monotonic() + 5
+    while pending and time.monotonic() < deadline:
+        try:
+            pending = pending[sock.send(pending) :]
+        except BlockingIOError:
+            time.sleep(0.05)
+    time.sleep(1.0)
+    grown_mib = (rss_kib(extension.process.pid) - before) / 1024
+    sock.close()
+    # 3000 answers of 64 KiB would be ~190 MiB if every one were buffered for a client that
+    # never reads; stopping reading at the write buffer's high-water mark keeps it to a few.
+    assert grown_mib < 40, grown_mib
+    assert extension.get(f"/secretsmanager/get?secretId={name}").status == 200
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"GET /secretsmanager/get?secretId=x HTTP/1.1\nHost: localhost\n\n",
+        bytes.fromhex("16030100c4010000c00303") + b"\x00" * 40,
+    ],
+    ids=["bare-lf", "tls-client-hello"],
+)
+def test_garbage_is_answered_400_and_closed(extension: ExtensionProcess, garbage: bytes) -> None:
+    sock = socket.create_connection(("127.0.0.1", extension.port))
+    try:
+        sock.sendall(garbage)
+        answer = read_until_closed(sock)
+    finally:
+        sock.close()
+    # aiohttp's parser answers what it cannot parse as HTTP/1.0 (it never learnt the version).
+    assert answer.startswith((b"HTTP/1.1 400 ", b"HTTP/1.0 400 ")), answer[:80]
+
+
+def test_http_1_0_request_then_fin_is_answered_and_closed(extension: ExtensionProcess) -> None:
+    sock = socket.create_connection(("127.0.0.1", extension.port))
+    try:
+        sock.sendall(b"GET /health HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        sock.shutdown(socket.SHUT_WR)
+        answer = read_until_closed(sock)
+    finally:
+        sock.close()
+    assert answer.startswith((b"HTTP/1.0 200 ", b"HTTP/1.1 200 ")), answer[:80]
+
+
+def test_pipelined_miss_and_metrics_then_fin_are_answered_and_closed(
+    extension: ExtensionProcess, seeded: dict[str, str]
+) -> None:
+    sock = socket.create_connection(("127.0.0.1", extension.port))
+    try:
+        sock.sendall(
+            get(f"/secretsmanager/get?secretId={seeded['a']}", extension.token)
+            + get("/metrics", extension.token)
+        )
+        sock.shutdown(socket.SHUT_WR)
+        answer = read_until_closed(sock)
+    finally:
+        sock.close()
+    assert answer.count(b"HTTP/1.1 200 ") == 2, answer[:200]
+    assert b"value-a" in answer and b'"services"' in answer
+
+
+def fast_and_slow(extension: ExtensionProcess, seeded: dict[str, str], *extra: bytes) -> list[int]:
+    """The status the fast path's route and an aiohttp-only route give one set of headers."""
+    statuses = []
+    for target in (f"/secretsmanager/get?secretId={seeded['a']}", "/metrics"):
+        head = f"GET {target} HTTP/1.1\r\nX-Aws-Parameters-Secrets-Token: {extension.token}\r\n"
+        sock = socket.create_connection(("127.0.0.1", extension.port))
+        try:
+            sock.sendall(head.encode() + b"".join(extra) + b"\r\n")
+            answer = sock.recv(65536)
+        finally:
+            sock.close()
+        statuses.append(int(answer.split(b" ")[1]))
+    return statuses
+
+
+@pytest.mark.parametrize(
+    ("extra", "status"),
+    [
+        ((), 400),
+        ((b"Host: localhost\r\n", b"Content-Length: 0\r\n", b"Content-Length: 0\r\n"), 400),
+        ((b"Host: localhost\r\n", *(b"X-N%d: v\r\n" % i for i in range(130))), 431),
+    ],
+    ids=["http-1.1-without-host", "duplicate-content-length", "over-128-headers"],
+)
+def test_both_stacks_apply_the_same_request_rules(
+    extension: ExtensionProcess, seeded: dict[str, str], extra: tuple[bytes, ...], status: int
+) -> None:
+    assert fast_and_slow(extension, seeded, *extra) == [status, status]
+
+
+@pytest.mark.parametrize("value", ["keep-alive", "Keep-Alive"])
+def test_connection_keep_alive_stays_on_the_fast_path(
+    extension: ExtensionProcess, conn: RawConnection, seeded: dict[str, str], value: str
+) -> None:
+    for _ in range(2):
+        conn.send(
+            get(
+                f"/secretsmanager/get?secretId={seeded['a']}",
+                extension.token,
+                f"Connection: {value}",
+            )
+        )
+        status, headers, _ = conn.response()
+        assert status == 200 and "server" not in headers
+
+
+def test_connection_close_is_served_on_the_fast_path_and_closed(
+    extension: ExtensionProcess, seeded: dict[str, str]
+) -> None:
+    sock = socket.create_connection(("127.0.0.1", extension.port))
+    try:
+        sock.sendall(
+            get(f"/secretsmanager/get?secretId={seeded['a']}", extension.token, "Connection: close")
+        )
+        answer = read_until_closed(sock)
+    finally:
+        sock.close()
+    assert answer.startswith(b"HTTP/1.1 200 ") and b"\r\nServer:" not in answer
+    assert b"value-a" in answer
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["/secretsmanager/get?secretId=caf\u00e9", "/v1/caf\u00e9"],
+    ids=["query", "agent-path"],
+)
+def test_raw_utf8_in_the_request_line_is_refused_400_as_the_readme_says(
+    extension: ExtensionProcess, target: str
+) -> None:
+    sock = socket.create_connection(("127.0.0.1", extension.port))
+    try:
+        sock.sendall(
+            f"GET {target} HTTP/1.1\r\nHost: localhost\r\n"
+            f"X-Aws-Parameters-Secrets-Token: {extension.token}\r\n\r\n".encode()
+        )
+        answer = read_until_closed(sock)
+    finally:
+        sock.close()
+    assert answer.split(b" ", 2)[1] == b"400", answer[:80]
 
 
 def post_decrypt(document: object, token: str, *extra: str, raw_body: bytes | None = None) -> bytes:

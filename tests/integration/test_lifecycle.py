@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from tests.support.extension_process import REPO, ExtensionProcess
-from tests.support.moto_server import MotoServer
-from tests.support.net import free_port
+from tools.moto_server import MotoServer
+from tools.net import free_port
 
 BASE = "/2020-01-01/extension"
 
@@ -407,7 +407,7 @@ def test_standalone_token_from_file(tmp_path: Any, moto_server: MotoServer) -> N
         text=True,
     )
     try:
-        from tests.support.net import http_request
+        from tools.net import http_request
 
         deadline = time.monotonic() + 20
         status = None

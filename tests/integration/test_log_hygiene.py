@@ -14,8 +14,8 @@ from urllib.parse import quote
 import pytest
 
 from tests.support.extension_process import TOKEN_HEADER, ExtensionProcess
-from tests.support.moto_server import MotoServer
-from tests.support.net import free_port
+from tools.moto_server import MotoServer
+from tools.net import free_port
 
 
 @dataclass

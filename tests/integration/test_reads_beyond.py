@@ -10,8 +10,8 @@ from urllib.parse import quote
 import pytest
 
 from tests.support.extension_process import ExtensionProcess
-from tests.support.moto_server import MotoServer
 from tests.support.shapes import PARAMETER_KEYS, SECRET_ENTRY_KEYS
+from tools.moto_server import MotoServer
 
 StartExtension = Callable[..., ExtensionProcess]
 
@@ -323,3 +323,35 @@ def test_emf_line_at_stop_carries_the_counters(
     assert {"SecretsManagerHits", "SsmMisses", "KmsUpstreamCalls"} <= names
     assert all(name in record for name in names)
     assert "emf-value" not in json.dumps(record)
+
+
+def test_batchget_by_partial_arns_never_serves_or_caches_one_secret_under_another_id(
+    extension: ExtensionProcess, moto_server: MotoServer, unique: str
+) -> None:
+    sm = moto_server.client("secretsmanager")
+    prod_arn = sm.create_secret(Name=f"{unique}/rt/prod", SecretString="prod-value")["ARN"]
+    db_arn = sm.create_secret(Name=f"{unique}/rt/prod-db", SecretString="db-value")["ARN"]
+    prod_partial, db_partial = prod_arn[:-7], db_arn[:-7]
+    assert db_arn.startswith(prod_partial)  # the shape that prefix matching got wrong
+
+    query = f"secretId={quote(prod_partial, safe='')}&secretId={quote(db_partial, safe='')}"
+    batch = extension.get(f"/secretsmanager/batchget?{query}")
+    assert batch.status == 200, batch.body
+    assert [v["SecretString"] for v in batch.json()["SecretValues"]] == ["prod-value", "db-value"]
+
+    single = extension.get(f"/secretsmanager/get?secretId={quote(prod_partial, safe='')}")
+    assert single.status == 200
+    assert single.json()["SecretString"] == "prod-value"
+    assert single.json()["ARN"] == prod_arn
+
+    bogus = prod_partial[: -len("rt/prod")]  # ...:secret:<unique>/ names no secret
+    mixed = extension.get(
+        f"/secretsmanager/batchget?secretId={quote(bogus, safe='')}"
+        f"&secretId={quote(f'{unique}/rt/prod', safe='')}"
+    )
+    assert mixed.status == 200, mixed.body
+    body = mixed.json()
+    assert [v["Name"] for v in body["SecretValues"]] == [f"{unique}/rt/prod"]
+    assert [e["SecretId"] for e in body["Errors"]] == [bogus]
+    again = extension.get(f"/secretsmanager/get?secretId={quote(bogus, safe='')}")
+    assert again.status == 404, again.body

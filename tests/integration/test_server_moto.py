@@ -16,9 +16,9 @@ from urllib.parse import quote
 import pytest
 
 from tests.support.extension_process import ExtensionProcess
-from tests.support.moto_server import MotoServer
-from tests.support.net import HttpResult
 from tests.support.shapes import PARAMETER_KEYS, SECRET_KEYS
+from tools.moto_server import MotoServer
+from tools.net import HttpResult
 
 GO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,3})?Z$")
 HEADER = "X-Aws-Parameters-Secrets-Token"

@@ -17,8 +17,8 @@ import pytest
 
 from tests.support.extension_process import ExtensionProcess
 from tests.support.fault_proxy import FaultProxy
-from tests.support.moto_server import MotoServer
-from tests.support.net import HttpResult
+from tools.moto_server import MotoServer
+from tools.net import HttpResult
 
 #: Slack added to a configured timeout when asserting how long an answer took: a correctness
 #: bound (never stuck past the timeout), not a benchmark, on two busy cores.
@@ -54,8 +54,22 @@ class Hygiene:
 
 
 @pytest.fixture(scope="session")
-def hygiene() -> Hygiene:
-    return Hygiene()
+def hygiene(figures: dict[str, Any]) -> Iterator[Hygiene]:
+    """The session's record; at the end, the proof over everything recorded (no test has to
+    run last): no log line, error body, header or exception text holds a seeded value or token.
+    Each test's own texts are also checked as it finishes (see `start`)."""
+    record = Hygiene()
+    yield record
+    leaks = record.leaks()
+    figures["secret_hygiene"] = {
+        "sensitive_strings": len(record.sensitive),
+        "texts_checked": len(record.texts),
+        "chars_checked": sum(len(t) for _, t in record.texts),
+        "leaks": len(leaks),
+    }
+    assert not leaks, leaks
+    if record.sensitive:  # the net was cast: it saw secrets, tokens and texts
+        assert record.texts
 
 
 class ObservedExtension(ExtensionProcess):

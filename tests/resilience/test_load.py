@@ -13,20 +13,13 @@ from collections import Counter
 import pytest
 
 from tests.support.fault_proxy import Fault
+from tools.net import rss_kib
 
 CLIENTS = 64
 WARM_UP_SECONDS = 4.0
 RUN_SECONDS = 20.0
 TTL = 2
 NOT_FOUND_TTL = 1
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 class Client:

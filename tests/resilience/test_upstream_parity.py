@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.support.fault_proxy import Fault, FaultProxy
-from tests.support.moto_server import MotoServer
+from tools.moto_server import MotoServer
 
 from .conftest import Seeder
 

@@ -11,7 +11,7 @@ import threading
 import time
 from pathlib import Path
 
-from .net import HttpResult, free_port, http_request
+from tools.net import HttpResult, free_port, http_request
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN_HEADER = "X-Aws-Parameters-Secrets-Token"

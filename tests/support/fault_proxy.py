@@ -27,7 +27,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from .net import free_port
+from tools.net import free_port
 
 _AWS_JSON = "application/x-amz-json-1.1"
 _MAX_HEAD = 64 * 1024

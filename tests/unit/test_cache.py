@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable
 
 import pytest
-from secretcache.cache import ENTRY_OVERHEAD_BYTES, CacheKey, SandboxClock, TtlCache
+from secretcache.cache import ENTRY_OVERHEAD_BYTES, CacheKey, Policy, SandboxClock, TtlCache
 from secretcache.errors import (
     AccessDenied,
     BadRequest,
@@ -72,6 +72,8 @@ def make_cache(
     *,
     max_entries: int = 100,
     max_bytes: int = 1 << 20,
+    ttl: float = 60,
+    not_found_ttl: float = 0.0,
     max_stale: float = 0.0,
     rand: Callable[[], float] = lambda: 0.0,
     jitter: float = 0.1,
@@ -80,12 +82,16 @@ def make_cache(
     return TtlCache(
         max_entries=max_entries,
         max_bytes=max_bytes,
-        max_stale=max_stale,
+        policies=policies(ttl, not_found_ttl=not_found_ttl, max_stale=max_stale, jitter=jitter),
         clock=clock,
         rand=rand,
-        jitter=jitter,
         on_stale=on_stale,
     )
+
+
+def policies(ttl: float, **options: float) -> dict[str, Policy]:
+    """The same policy for every service (these tests are about the mechanism, not services)."""
+    return {service: Policy(ttl, **options) for service in ("secretsmanager", "ssm", "kms")}
 
 
 async def settle() -> None:
@@ -98,12 +104,12 @@ async def settle() -> None:
 
 async def test_miss_then_hit_within_ttl() -> None:
     clock = FakeClock()
-    cache = make_cache(clock)
+    cache = make_cache(clock, ttl=10)
     load = Loader(b"v1", b"v2")
-    first = await cache.get(KEY, load, 10)
+    first = await cache.get(KEY, load)
     assert (first.body, first.outcome) == (b"v1", "miss")
     clock.advance(4)
-    second = await cache.get(KEY, load, 10)
+    second = await cache.get(KEY, load)
     assert (second.body, second.outcome) == (b"v1", "hit")
     assert second.age == pytest.approx(4)
     assert cache.fresh(KEY) == b"v1"
@@ -112,15 +118,15 @@ async def test_miss_then_hit_within_ttl() -> None:
 
 async def test_entry_expires_exactly_at_ttl() -> None:
     clock = FakeClock()
-    cache = make_cache(clock)
+    cache = make_cache(clock, ttl=10)
     load = Loader(b"v1", b"v2")
-    await cache.get(KEY, load, 10)
+    await cache.get(KEY, load)
     clock.advance(9.999)
     assert cache.fresh(KEY) == b"v1"
-    assert (await cache.get(KEY, load, 10)).body == b"v1"
+    assert (await cache.get(KEY, load)).body == b"v1"
     clock.advance(0.001)  # exactly 10 s after the store
     assert cache.fresh(KEY) is None
-    refreshed = await cache.get(KEY, load, 10)
+    refreshed = await cache.get(KEY, load)
     assert (refreshed.body, refreshed.outcome) == (b"v2", "miss")
     assert load.calls == 2
 
@@ -128,8 +134,8 @@ async def test_entry_expires_exactly_at_ttl() -> None:
 @pytest.mark.parametrize("rand_value", [0.0, 0.5, 0.999999])
 async def test_jitter_only_shortens_the_ttl(rand_value: float) -> None:
     clock = FakeClock()
-    cache = make_cache(clock, rand=lambda: rand_value, jitter=0.1)
-    await cache.get(KEY, Loader(b"v1"), 100)
+    cache = make_cache(clock, ttl=100, rand=lambda: rand_value, jitter=0.1)
+    await cache.get(KEY, Loader(b"v1"))
     # never served at or past the TTL ...
     clock.advance(100)
     assert cache.fresh(KEY) is None
@@ -140,9 +146,10 @@ async def test_jitter_only_shortens_the_ttl(rand_value: float) -> None:
 
 async def test_jitter_bounds_with_default_random() -> None:
     clock = FakeClock()
-    cache = TtlCache(max_entries=100, max_bytes=1 << 20, clock=clock)  # real random jitter
+    # real random jitter
+    cache = TtlCache(max_entries=100, max_bytes=1 << 20, policies=policies(100), clock=clock)
     for index in range(50):
-        await cache.get(CacheKey("ssm", f"p{index}"), Loader(b"x"), 100)
+        await cache.get(CacheKey("ssm", f"p{index}"), Loader(b"x"))
     clock.advance(90 - 1e-6)
     assert all(cache.fresh(CacheKey("ssm", f"p{i}")) == b"x" for i in range(50))
     clock.advance(10 + 1e-6)
@@ -154,30 +161,30 @@ async def test_jitter_bounds_with_default_random() -> None:
 
 async def test_lru_bound_evicts_least_recently_used() -> None:
     clock = FakeClock()
-    cache = make_cache(clock, max_entries=2)
+    cache = make_cache(clock, ttl=60, max_entries=2)
     a, b, c = (CacheKey("ssm", n) for n in "abc")
     loads = {k: Loader(k.identifier.encode()) for k in (a, b, c)}
-    await cache.get(a, loads[a], 60)
-    await cache.get(b, loads[b], 60)
-    assert (await cache.get(a, loads[a], 60)).outcome == "hit"  # a is now most recent
-    await cache.get(c, loads[c], 60)  # evicts b
+    await cache.get(a, loads[a])
+    await cache.get(b, loads[b])
+    assert (await cache.get(a, loads[a])).outcome == "hit"  # a is now most recent
+    await cache.get(c, loads[c])  # evicts b
     assert len(cache) == 2
     assert cache.fresh(b) is None
     assert cache.fresh(a) == b"a"
     assert cache.fresh(c) == b"c"
-    assert (await cache.get(b, loads[b], 60)).outcome == "miss"
+    assert (await cache.get(b, loads[b])).outcome == "miss"
     assert loads[b].calls == 2
     assert loads[a].calls == 1
 
 
 async def test_fresh_hit_also_counts_as_recent_use() -> None:
     clock = FakeClock()
-    cache = make_cache(clock, max_entries=2)
+    cache = make_cache(clock, ttl=60, max_entries=2)
     a, b, c = (CacheKey("ssm", n) for n in "abc")
-    await cache.get(a, Loader(b"a"), 60)
-    await cache.get(b, Loader(b"b"), 60)
+    await cache.get(a, Loader(b"a"))
+    await cache.get(b, Loader(b"b"))
     assert cache.fresh(a) == b"a"
-    await cache.get(c, Loader(b"c"), 60)
+    await cache.get(c, Loader(b"c"))
     assert cache.fresh(a) == b"a"
     assert cache.fresh(b) is None
 
@@ -186,10 +193,10 @@ async def test_byte_bound_evicts_oldest_until_it_fits() -> None:
     clock = FakeClock()
     body = b"x" * 100
     size = len(body) + ENTRY_OVERHEAD_BYTES
-    cache = make_cache(clock, max_bytes=size * 3)
+    cache = make_cache(clock, ttl=60, max_bytes=size * 3)
     keys = [CacheKey("ssm", f"p{i}") for i in range(5)]
     for key in keys:
-        await cache.get(key, Loader(body), 60)
+        await cache.get(key, Loader(body))
     assert len(cache) == 3
     assert cache.bytes == size * 3
     assert [cache.fresh(k) is not None for k in keys] == [False, False, True, True, True]
@@ -197,14 +204,14 @@ async def test_byte_bound_evicts_oldest_until_it_fits() -> None:
 
 async def test_entry_bigger_than_max_bytes_is_served_but_not_stored() -> None:
     clock = FakeClock()
-    cache = make_cache(clock, max_bytes=1000)
+    cache = make_cache(clock, ttl=60, max_bytes=1000)
     small = CacheKey("ssm", "small")
-    await cache.get(small, Loader(b"s"), 60)
+    await cache.get(small, Loader(b"s"))
     big_body = b"B" * 1000
     load = Loader(big_body)
-    first = await cache.get(KEY, load, 60)
+    first = await cache.get(KEY, load)
     assert first.body == big_body
-    second = await cache.get(KEY, load, 60)
+    second = await cache.get(KEY, load)
     assert second.body == big_body
     assert second.outcome == "miss"
     assert load.calls == 2
@@ -215,9 +222,9 @@ async def test_entry_bigger_than_max_bytes_is_served_but_not_stored() -> None:
 
 async def test_replacing_an_entry_keeps_byte_count_exact() -> None:
     clock = FakeClock()
-    cache = make_cache(clock)
-    await cache.get(KEY, Loader(b"a" * 10), 60)
-    await cache.get(KEY, Loader(b"b" * 30), 60, refresh=True)
+    cache = make_cache(clock, ttl=60)
+    await cache.get(KEY, Loader(b"a" * 10))
+    await cache.get(KEY, Loader(b"b" * 30), refresh=True)
     assert cache.bytes == 30 + ENTRY_OVERHEAD_BYTES
     assert len(cache) == 1
 
@@ -227,9 +234,9 @@ async def test_replacing_an_entry_keeps_byte_count_exact() -> None:
 
 async def test_concurrent_misses_make_one_upstream_call() -> None:
     clock = FakeClock()
-    cache = make_cache(clock)
+    cache = make_cache(clock, ttl=60)
     load = GatedLoader(b"shared")
-    tasks = [asyncio.create_task(cache.get(KEY, load, 60)) for _ in range(50)]
+    tasks = [asyncio.create_task(cache.get(KEY, load)) for _ in range(50)]
     await load.started.wait()
     await settle()
     load.release.set()
@@ -239,17 +246,17 @@ async def test_concurrent_misses_make_one_upstream_call() -> None:
     outcomes = sorted(r.outcome for r in results)
     assert outcomes.count("miss") == 1
     assert outcomes.count("coalesced") == 49
-    stats = cache.service_stats("secretsmanager")
+    stats = cache.metrics.service("secretsmanager")
     assert stats.coalesced == 49
     assert stats.misses == 50
 
 
 async def test_concurrent_misses_share_one_failure_and_nothing_is_cached() -> None:
     clock = FakeClock()
-    cache = make_cache(clock)
+    cache = make_cache(clock, ttl=60)
     load = GatedLoader()
     load.error = UpstreamError("boom")
-    tasks = [asyncio.create_task(cache.get(KEY, load, 60)) for _ in range(20)]
+    tasks = [asyncio.create_task(cache.get(KEY, load)) for _ in range(20)]
     await load.started.wait()
     await settle()
     load.release.set()
@@ -261,10 +268,10 @@ async def test_concurrent_misses_share_one_failure_and_nothing_is_cached() -> No
 
 async def test_different_keys_load_independently() -> None:
     clock = FakeClock()
-    cache = make_cache(clock)
+    cache = make_cache(clock, ttl=60)
     load_a, load_b = GatedLoader(b"a"), GatedLoader(b"b")
-    ta = asyncio.create_task(cache.get(KEY, load_a, 60))
-    tb = asyncio.create_task(cache.get(OTHER, load_b, 60))
+    ta = asyncio.create_task(cache.get(KEY, load_a))
+    tb = asyncio.create_task(cache.get(OTHER, load_b))
     await load_a.started.wait()
     await load_b.started.wait()
     load_a.release.set()
@@ -275,10 +282,10 @@ async def test_different_keys_load_independently() -> None:
 
 async def test_cancelled_caller_does_not_cancel_the_shared_load() -> None:
     clock = FakeClock()
-    cache = make_cache(clock)
+    cache = make_cache(clock, ttl=60)
     load = GatedLoader(b"survivor")
-    first = asyncio.create_task(cache.get(KEY, load, 60))
-    second = asyncio.create_task(cache.get(KEY, load, 60))
+    first = asyncio.create_task(cache.get(KEY, load))
+    second = asyncio.create_task(cache.get(KEY, load))
     await load.started.wait()
     await settle()
     first.cancel()
@@ -292,9 +299,9 @@ async def test_cancelled_caller_does_not_cancel_the_shared_load() -> None:
 
 async def test_load_completes_and_is_stored_when_its_only_caller_is_cancelled() -> None:
     clock = FakeClock()
-    cache = make_cache(clock)
+    cache = make_cache(clock, ttl=60)
     load = GatedLoader(b"stored-anyway")
-    caller = asyncio.create_task(cache.get(KEY, load, 60))
+    caller = asyncio.create_task(cache.get(KEY, load))
     await load.started.wait()
     caller.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -302,7 +309,7 @@ async def test_load_completes_and_is_stored_when_its_only_caller_is_cancelled() 
     load.release.set()
     await settle()
     assert cache.fresh(KEY) == b"stored-anyway"
-    assert (await cache.get(KEY, load, 60)).outcome == "hit"
+    assert (await cache.get(KEY, load)).outcome == "hit"
     assert load.calls == 1
 
 
@@ -311,34 +318,34 @@ async def test_load_completes_and_is_stored_when_its_only_caller_is_cancelled() 
 
 async def test_refresh_skips_the_cache_and_stores_the_new_value() -> None:
     clock = FakeClock()
-    cache = make_cache(clock)
+    cache = make_cache(clock, ttl=60)
     load = Loader(b"v1", b"v2")
-    await cache.get(KEY, load, 60)
-    refreshed = await cache.get(KEY, load, 60, refresh=True)
+    await cache.get(KEY, load)
+    refreshed = await cache.get(KEY, load, refresh=True)
     assert (refreshed.body, refreshed.outcome) == (b"v2", "refresh")
     assert load.calls == 2
-    assert (await cache.get(KEY, load, 60)).body == b"v2"
+    assert (await cache.get(KEY, load)).body == b"v2"
     assert cache.fresh(KEY) == b"v2"
     assert load.calls == 2
-    assert cache.service_stats("secretsmanager").refreshes == 1
+    assert cache.metrics.service("secretsmanager").refreshes == 1
 
 
 async def test_refresh_restarts_the_ttl() -> None:
     clock = FakeClock()
-    cache = make_cache(clock)
+    cache = make_cache(clock, ttl=10)
     load = Loader(b"v1", b"v2", b"v3")
-    await cache.get(KEY, load, 10)
+    await cache.get(KEY, load)
     clock.advance(8)
-    await cache.get(KEY, load, 10, refresh=True)
+    await cache.get(KEY, load, refresh=True)
     clock.advance(8)  # 16 s after the first store, 8 s after the refresh
     assert cache.fresh(KEY) == b"v2"
 
 
 async def test_ttl_zero_passes_through_and_stores_nothing() -> None:
     clock = FakeClock()
-    cache = make_cache(clock)
+    cache = make_cache(clock, ttl=0)
     load = Loader(b"v1", b"v2", b"v3")
-    bodies = [(await cache.get(KEY, load, 0)) for _ in range(3)]
+    bodies = [(await cache.get(KEY, load)) for _ in range(3)]
     assert [b.body for b in bodies] == [b"v1", b"v2", b"v3"]
     assert {b.outcome for b in bodies} == {"bypass"}
     assert load.calls == 3
@@ -349,19 +356,19 @@ async def test_ttl_zero_passes_through_and_stores_nothing() -> None:
 @pytest.mark.parametrize(("max_entries", "max_bytes"), [(0, 1 << 20), (100, 0)])
 async def test_disabled_cache_passes_through(max_entries: int, max_bytes: int) -> None:
     clock = FakeClock()
-    cache = make_cache(clock, max_entries=max_entries, max_bytes=max_bytes)
+    cache = make_cache(clock, ttl=60, max_entries=max_entries, max_bytes=max_bytes)
     assert cache.enabled is False
     load = Loader(b"v1", b"v2")
-    assert (await cache.get(KEY, load, 60)).body == b"v1"
-    assert (await cache.get(KEY, load, 60)).body == b"v2"
+    assert (await cache.get(KEY, load)).body == b"v1"
+    assert (await cache.get(KEY, load)).body == b"v2"
     assert load.calls == 2
     assert len(cache) == 0
 
 
 async def test_disabled_cache_passes_errors_through() -> None:
-    cache = make_cache(FakeClock(), max_entries=0)
+    cache = make_cache(FakeClock(), max_entries=0, not_found_ttl=30)
     with pytest.raises(NotFound):
-        await cache.get(KEY, Loader(NotFound("gone")), 60, not_found_ttl=30)
+        await cache.get(KEY, Loader(NotFound("gone")))
     assert len(cache) == 0
 
 
@@ -381,58 +388,58 @@ async def test_disabled_cache_passes_errors_through() -> None:
 )
 async def test_errors_are_not_cached_as_values(error: SecretcacheError) -> None:
     clock = FakeClock()
-    cache = make_cache(clock)
+    cache = make_cache(clock, ttl=60)
     load = Loader(error, b"recovered")
     with pytest.raises(type(error)):
-        await cache.get(KEY, load, 60)
+        await cache.get(KEY, load)
     assert cache.fresh(KEY) is None
-    assert (await cache.get(KEY, load, 60)).body == b"recovered"
+    assert (await cache.get(KEY, load)).body == b"recovered"
     assert load.calls == 2
 
 
 async def test_unexpected_loader_exception_propagates_and_is_not_cached() -> None:
     clock = FakeClock()
-    cache = make_cache(clock)
+    cache = make_cache(clock, ttl=60)
     load = Loader(RuntimeError("bug"), b"ok")
     with pytest.raises(RuntimeError):
-        await cache.get(KEY, load, 60)
-    assert (await cache.get(KEY, load, 60)).body == b"ok"
+        await cache.get(KEY, load)
+    assert (await cache.get(KEY, load)).body == b"ok"
 
 
 async def test_not_found_is_cached_briefly_when_configured() -> None:
     clock = FakeClock()
-    cache = make_cache(clock)
+    cache = make_cache(clock, ttl=60, not_found_ttl=5)
     load = Loader(NotFound("missing"), b"created")
     with pytest.raises(NotFound):
-        await cache.get(KEY, load, 60, not_found_ttl=5)
+        await cache.get(KEY, load)
     clock.advance(4.9)
     with pytest.raises(NotFound):
-        await cache.get(KEY, load, 60, not_found_ttl=5)
+        await cache.get(KEY, load)
     assert load.calls == 1
     # the negative entry is never handed out as a body
     assert cache.fresh(KEY) is None
     clock.advance(0.1)
-    assert (await cache.get(KEY, load, 60, not_found_ttl=5)).body == b"created"
+    assert (await cache.get(KEY, load)).body == b"created"
     assert load.calls == 2
 
 
 async def test_not_found_is_not_cached_by_default() -> None:
     clock = FakeClock()
-    cache = make_cache(clock)
+    cache = make_cache(clock, ttl=60)
     load = Loader(NotFound("missing"), b"created")
     with pytest.raises(NotFound):
-        await cache.get(KEY, load, 60)
-    assert (await cache.get(KEY, load, 60)).body == b"created"
+        await cache.get(KEY, load)
+    assert (await cache.get(KEY, load)).body == b"created"
 
 
 @pytest.mark.parametrize("error", [AccessDenied("no"), UpstreamError("5xx")])
 async def test_only_not_found_is_negatively_cached(error: SecretcacheError) -> None:
     clock = FakeClock()
-    cache = make_cache(clock)
+    cache = make_cache(clock, ttl=60, not_found_ttl=30)
     load = Loader(error, b"ok")
     with pytest.raises(type(error)):
-        await cache.get(KEY, load, 60, not_found_ttl=30)
-    assert (await cache.get(KEY, load, 60, not_found_ttl=30)).body == b"ok"
+        await cache.get(KEY, load)
+    assert (await cache.get(KEY, load)).body == b"ok"
 
 
 # Stale on error ----------------------------------------------------------------------------
@@ -444,26 +451,28 @@ async def test_only_not_found_is_negatively_cached(error: SecretcacheError) -> N
 async def test_transient_error_serves_stale_within_max_stale(error: SecretcacheError) -> None:
     clock = FakeClock()
     seen: list[tuple[CacheKey, SecretcacheError, float]] = []
-    cache = make_cache(clock, max_stale=30, on_stale=lambda k, e, age: seen.append((k, e, age)))
+    cache = make_cache(
+        clock, ttl=10, max_stale=30, on_stale=lambda k, e, age: seen.append((k, e, age))
+    )
     load = Loader(b"old", error)
-    await cache.get(KEY, load, 10)
+    await cache.get(KEY, load)
     clock.advance(25)  # expired 15 s ago
-    lookup = await cache.get(KEY, load, 10)
+    lookup = await cache.get(KEY, load)
     assert (lookup.body, lookup.outcome) == (b"old", "stale")
     assert lookup.age == pytest.approx(25)
     assert load.calls == 2
     assert seen == [(KEY, error, pytest.approx(25))]
-    assert cache.service_stats("secretsmanager").stale == 1
+    assert cache.metrics.service("secretsmanager").stale == 1
 
 
 async def test_stale_is_not_served_past_max_stale() -> None:
     clock = FakeClock()
-    cache = make_cache(clock, max_stale=30)
+    cache = make_cache(clock, ttl=10, max_stale=30)
     load = Loader(b"old", UpstreamError("5xx"))
-    await cache.get(KEY, load, 10)
+    await cache.get(KEY, load)
     clock.advance(10 + 30.5)
     with pytest.raises(UpstreamError):
-        await cache.get(KEY, load, 10)
+        await cache.get(KEY, load)
 
 
 @pytest.mark.parametrize(
@@ -472,33 +481,33 @@ async def test_stale_is_not_served_past_max_stale() -> None:
 )
 async def test_stale_is_never_served_for_permanent_errors(error: SecretcacheError) -> None:
     clock = FakeClock()
-    cache = make_cache(clock, max_stale=3600)
+    cache = make_cache(clock, ttl=10, max_stale=3600)
     load = Loader(b"old", error)
-    await cache.get(KEY, load, 10)
+    await cache.get(KEY, load)
     clock.advance(11)
     with pytest.raises(type(error)):
-        await cache.get(KEY, load, 10)
+        await cache.get(KEY, load)
 
 
 async def test_no_stale_when_max_stale_is_zero() -> None:
     clock = FakeClock()
-    cache = make_cache(clock, max_stale=0)
+    cache = make_cache(clock, ttl=10, max_stale=0)
     load = Loader(b"old", UpstreamError("5xx"))
-    await cache.get(KEY, load, 10)
+    await cache.get(KEY, load)
     clock.advance(11)
     with pytest.raises(UpstreamError):
-        await cache.get(KEY, load, 10)
+        await cache.get(KEY, load)
 
 
 async def test_stale_is_not_served_from_a_negative_entry() -> None:
     clock = FakeClock()
-    cache = make_cache(clock, max_stale=3600)
+    cache = make_cache(clock, ttl=10, not_found_ttl=5, max_stale=3600)
     load = Loader(NotFound("missing"), UpstreamError("5xx"))
     with pytest.raises(NotFound):
-        await cache.get(KEY, load, 10, not_found_ttl=5)
+        await cache.get(KEY, load)
     clock.advance(6)
     with pytest.raises(UpstreamError):
-        await cache.get(KEY, load, 10, not_found_ttl=5)
+        await cache.get(KEY, load)
 
 
 # Refresh-ahead -----------------------------------------------------------------------------
@@ -506,9 +515,9 @@ async def test_stale_is_not_served_from_a_negative_entry() -> None:
 
 async def test_hit_in_last_tenth_of_ttl_starts_exactly_one_background_load() -> None:
     clock = FakeClock()
-    cache = make_cache(clock)
+    cache = make_cache(clock, ttl=100)
     first_load = Loader(b"v1")
-    await cache.get(KEY, first_load, 100)
+    await cache.get(KEY, first_load)
     refresh = GatedLoader(b"v2")
     clock.advance(89)
     assert cache.fresh(KEY, refresh) == b"v1"
@@ -519,7 +528,7 @@ async def test_hit_in_last_tenth_of_ttl_starts_exactly_one_background_load() -> 
         assert cache.fresh(KEY, refresh) == b"v1"  # served at once, not waiting on AWS
     await settle()
     assert refresh.calls == 1
-    assert cache.service_stats("secretsmanager").refreshes == 1
+    assert cache.metrics.service("secretsmanager").refreshes == 1
     refresh.release.set()
     await settle()
     assert cache.fresh(KEY) == b"v2"
@@ -530,8 +539,8 @@ async def test_hit_in_last_tenth_of_ttl_starts_exactly_one_background_load() -> 
 
 async def test_refresh_ahead_failure_keeps_serving_the_current_entry() -> None:
     clock = FakeClock()
-    cache = make_cache(clock)
-    await cache.get(KEY, Loader(b"v1"), 100)
+    cache = make_cache(clock, ttl=100)
+    await cache.get(KEY, Loader(b"v1"))
     clock.advance(95)
     failing = Loader(UpstreamError("5xx"))
     assert cache.fresh(KEY, failing) == b"v1"
@@ -544,15 +553,15 @@ async def test_refresh_ahead_failure_keeps_serving_the_current_entry() -> None:
 
 async def test_miss_while_refresh_ahead_in_flight_joins_it() -> None:
     clock = FakeClock()
-    cache = make_cache(clock)
-    await cache.get(KEY, Loader(b"v1"), 100)
+    cache = make_cache(clock, ttl=100)
+    await cache.get(KEY, Loader(b"v1"))
     clock.advance(95)
     refresh = GatedLoader(b"v2")
     cache.fresh(KEY, refresh)
     await refresh.started.wait()
     clock.advance(10)  # now expired; a miss must not start a second load
     other = Loader(b"never")
-    waiter = asyncio.create_task(cache.get(KEY, other, 100))
+    waiter = asyncio.create_task(cache.get(KEY, other))
     await settle()
     refresh.release.set()
     assert (await waiter).body == b"v2"
@@ -562,8 +571,8 @@ async def test_miss_while_refresh_ahead_in_flight_joins_it() -> None:
 async def test_refresh_ahead_does_not_compound_jitter() -> None:
     clock = FakeClock()
     # rand = 0.5, jitter 0.1: every stored entry lives 95% of the configured TTL
-    cache = make_cache(clock, rand=lambda: 0.5, jitter=0.1)
-    await cache.get(KEY, Loader(b"v1"), 100)  # lives until t0 + 95
+    cache = make_cache(clock, ttl=100, rand=lambda: 0.5, jitter=0.1)
+    await cache.get(KEY, Loader(b"v1"))  # lives until t0 + 95
     clock.advance(90)
     cache.fresh(KEY, Loader(b"v2"))
     await settle()
@@ -578,16 +587,16 @@ async def test_refresh_ahead_does_not_compound_jitter() -> None:
 
 async def test_stats_count_per_service() -> None:
     clock = FakeClock()
-    cache = make_cache(clock)
+    cache = make_cache(clock, ttl=60)
     ssm = CacheKey("ssm", "/p")
-    await cache.get(KEY, Loader(b"s"), 60)
-    await cache.get(KEY, Loader(b"s"), 60)
+    await cache.get(KEY, Loader(b"s"))
+    await cache.get(KEY, Loader(b"s"))
     cache.fresh(KEY)
-    await cache.get(ssm, Loader(b"p"), 60)
-    await cache.get(ssm, Loader(b"p2"), 60, refresh=True)
-    sm = cache.service_stats("secretsmanager").as_dict()
+    await cache.get(ssm, Loader(b"p"))
+    await cache.get(ssm, Loader(b"p2"), refresh=True)
+    sm = cache.metrics.service("secretsmanager").as_dict()
     assert (sm["hits"], sm["misses"], sm["refreshes"]) == (2, 1, 0)
-    p = cache.service_stats("ssm").as_dict()
+    p = cache.metrics.service("ssm").as_dict()
     assert (p["hits"], p["misses"], p["refreshes"]) == (0, 1, 1)
     assert cache.entries_by_service() == {
         "secretsmanager": (1, 1 + ENTRY_OVERHEAD_BYTES),
@@ -597,9 +606,9 @@ async def test_stats_count_per_service() -> None:
 
 async def test_close_cancels_background_loads() -> None:
     clock = FakeClock()
-    cache = make_cache(clock)
+    cache = make_cache(clock, ttl=60)
     load = GatedLoader()
-    task = asyncio.create_task(cache.get(KEY, load, 60))
+    task = asyncio.create_task(cache.get(KEY, load))
     await load.started.wait()
     await cache.close()
     with pytest.raises((asyncio.CancelledError, SecretcacheError)):
@@ -625,12 +634,15 @@ def test_sandbox_clock_follows_wall_clock_jumps(monkeypatch: pytest.MonkeyPatch)
     assert clock() == pytest.approx(start + 602)
 
 
-def test_record_upstream_counts_calls_errors_and_latencies() -> None:
-    cache = make_cache(FakeClock())
-    cache.record_upstream("ssm", 0.010, None)
-    cache.record_upstream("ssm", 0.030, None)
-    cache.record_upstream("ssm", 0.500, "ThrottlingException")
-    stats = cache.service_stats("ssm").as_dict()
-    assert stats["upstreamCalls"] == 3
-    assert stats["upstreamErrors"] == {"ThrottlingException": 1}
-    assert stats["upstreamLatencyMs"] == {"p50": 30.0, "p99": 30.0}
+async def test_refresh_now_fetches_after_it_arrived_instead_of_joining_a_load_in_flight() -> None:
+    cache = TtlCache(
+        max_entries=10, max_bytes=1 << 20, policies=policies(60, jitter=0.0), clock=FakeClock()
+    )
+    before_rotation = GatedLoader(b"old")
+    first = asyncio.create_task(cache.get(KEY, before_rotation))
+    await before_rotation.started.wait()
+    refreshed = await cache.get(KEY, Loader(b"new"), refresh=True)
+    assert refreshed.body == b"new"
+    before_rotation.release.set()
+    assert (await first).body == b"old"  # its own callers get what they asked for
+    assert cache.fresh(KEY) == b"new"  # but the older load does not overwrite the newer value

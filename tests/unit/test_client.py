@@ -1,8 +1,16 @@
-"""The synchronous client against a scripted extension on a real loopback socket."""
+"""Both clients against a scripted extension on a real loopback socket.
+
+Every behaviour test runs on the blocking ``Client`` and on ``AsyncClient`` (driven through
+the same blocking calls by :class:`BlockingAsyncClient`), so the transports cannot drift
+apart in what they do. Tests named for threads, fork or the module functions are
+``Client``'s alone; ``test_client_aio.py`` has what only asyncio can show.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import inspect
 import json
 import os
 import pickle
@@ -11,8 +19,9 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 import secretcache_client
@@ -28,6 +37,7 @@ from secretcache_client import (
     Unauthorized,
     UpstreamError,
 )
+from secretcache_client.aio import AsyncClient
 
 from tests.unit.test_client_fakes import (
     SECRET,
@@ -50,10 +60,49 @@ def fake() -> Iterator[FakeExtension]:
         yield server
 
 
+class BlockingAsyncClient:
+    """An AsyncClient behind Client's blocking calls, on an event loop of its own."""
+
+    def __init__(self, **settings: Any) -> None:
+        self._client = AsyncClient(**settings)
+        self._loop = asyncio.new_event_loop()
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._client, name)
+        if not inspect.iscoroutinefunction(method):
+            return method
+        return lambda *args, **kwargs: self._loop.run_until_complete(method(*args, **kwargs))
+
+    def close(self) -> None:
+        if not self._loop.is_closed():
+            self._loop.run_until_complete(self._client.aclose())
+            self._loop.close()
+
+
+MakeClient = Callable[..., Client]
+
+
+@pytest.fixture(params=["Client", "AsyncClient"])
+def make_client(request: pytest.FixtureRequest) -> Iterator[MakeClient]:
+    """Builds the client under test from Client's settings; closes what it built."""
+    made: list[Client] = []
+
+    def make(**settings: Any) -> Client:
+        if request.param == "Client":
+            client = Client(**settings)
+        else:
+            client = cast(Client, BlockingAsyncClient(**settings))
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        client.close()
+
+
 @pytest.fixture
-def client(fake: FakeExtension) -> Iterator[Client]:
-    with Client(port=fake.port, token=TOKEN, timeout=2.0) as c:
-        yield c
+def client(fake: FakeExtension, make_client: MakeClient) -> Client:
+    return make_client(port=fake.port, token=TOKEN, timeout=2.0)
 
 
 def leak_free(exc: BaseException, *values: str) -> bool:
@@ -160,6 +209,35 @@ def test_kms_decrypt_posts_base64_and_returns_plaintext_bytes(
         "KeyId": "k",
     }
     assert json.loads(second.body) == {"CiphertextBlob": base64.b64encode(b"c").decode()}
+
+
+def test_get_parameters_by_path_sends_its_options_and_returns_names_and_values(
+    fake: FakeExtension, client: Client
+) -> None:
+    fake.always(
+        Reply(
+            body={
+                "Parameters": [{"Name": "/app/a", "Value": "1"}, {"Name": "/app/b/c", "Value": "2"}]
+            }
+        )
+    )
+    assert client.get_parameters_by_path("/app", recursive=True, refresh=True) == {
+        "/app/a": "1",
+        "/app/b/c": "2",
+    }
+    (request,) = fake.requests
+    assert request.path == "/systemsmanager/parameters/getbypath"
+    assert request.query == {
+        "path": "/app",
+        "withDecryption": "true",
+        "recursive": "true",
+        "refreshNow": "true",
+    }
+    with pytest.raises(ValueError, match="start with '/'"):
+        client.get_parameters_by_path("app")
+    fake.always(Reply(body={"Parameters": [{"Name": "/app/a"}]}))
+    with pytest.raises(UpstreamError, match="no Name or Value"):
+        client.get_parameters_by_path("/app")
 
 
 # -- transforms ---------------------------------------------------------------------------
@@ -306,43 +384,45 @@ def test_non_json_success_body_is_upstream_error_without_the_body(
     assert leak_free(caught.value, SECRET)
 
 
-def test_unusable_token_is_refused_without_echoing_it() -> None:
+def test_unusable_token_is_refused_without_echoing_it(make_client: MakeClient) -> None:
     bad = TOKEN + "\r\nX-Injected: 1"
     with pytest.raises(Unauthorized) as caught:
-        Client(port=1, token=bad)
+        make_client(port=1, token=bad)
     assert leak_free(caught.value, TOKEN)
 
 
 def test_missing_token_sends_no_header_and_explains_401(
-    fake: FakeExtension, monkeypatch: pytest.MonkeyPatch
+    fake: FakeExtension, monkeypatch: pytest.MonkeyPatch, make_client: MakeClient
 ) -> None:
     monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
     monkeypatch.delenv("SECRETCACHE_TOKEN", raising=False)
     fake.always(error_reply(401, "Unauthorized", "missing token"))
-    with Client(port=fake.port) as client, pytest.raises(Unauthorized) as caught:
-        client.get_secret("db")
+    with pytest.raises(Unauthorized) as caught:
+        make_client(port=fake.port).get_secret("db")
     assert "x-aws-parameters-secrets-token" not in fake.requests[0].headers
     assert "AWS_SESSION_TOKEN" in str(caught.value)
 
 
 def test_token_and_port_come_from_the_environment(
-    fake: FakeExtension, monkeypatch: pytest.MonkeyPatch
+    fake: FakeExtension, monkeypatch: pytest.MonkeyPatch, make_client: MakeClient
 ) -> None:
     monkeypatch.setenv("PARAMETERS_SECRETS_EXTENSION_HTTP_PORT", str(fake.port))
     monkeypatch.setenv("SECRETCACHE_TOKEN", "from-secretcache-env")
     monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
-    with Client() as client:
-        client.get_secret("db")
-        monkeypatch.setenv("AWS_SESSION_TOKEN", "from-session-env")
-        client.get_secret("db")
+    client = make_client()
+    client.get_secret("db")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "from-session-env")
+    client.get_secret("db")
     tokens = [r.headers["x-aws-parameters-secrets-token"] for r in fake.requests]
     assert tokens == ["from-secretcache-env", "from-session-env"]
 
 
-def test_invalid_port_environment_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_invalid_port_environment_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, make_client: MakeClient
+) -> None:
     monkeypatch.setenv("PARAMETERS_SECRETS_EXTENSION_HTTP_PORT", "27x3")
     with pytest.raises(ValueError, match="PARAMETERS_SECRETS_EXTENSION_HTTP_PORT"):
-        Client(token=TOKEN).get_secret("db")
+        make_client(token=TOKEN).get_secret("db")
 
 
 def test_exceptions_pickle_and_keep_their_fields() -> None:
@@ -352,8 +432,8 @@ def test_exceptions_pickle_and_keep_their_fields() -> None:
     assert (copy.message, copy.error_type, copy.status) == ("gone", "ParameterNotFound", 404)
 
 
-def test_client_repr_hides_the_token() -> None:
-    assert TOKEN not in repr(Client(port=2773, token=TOKEN))
+def test_client_repr_hides_the_token(make_client: MakeClient) -> None:
+    assert TOKEN not in repr(make_client(port=2773, token=TOKEN))
 
 
 # -- start-up retries and timeouts --------------------------------------------------------
@@ -367,10 +447,12 @@ def test_not_ready_answers_are_retried_until_ready(fake: FakeExtension, client: 
     assert len(fake.requests) == 4
 
 
-def test_not_ready_past_the_timeout_is_extension_unavailable(fake: FakeExtension) -> None:
+def test_not_ready_past_the_timeout_is_extension_unavailable(
+    fake: FakeExtension, make_client: MakeClient
+) -> None:
     fake.always(NOT_READY)
     started = time.monotonic()
-    client = Client(port=fake.port, token=TOKEN, timeout=0.5)
+    client = make_client(port=fake.port, token=TOKEN, timeout=0.5)
     with pytest.raises(ExtensionUnavailable) as caught:
         client.get_secret("db")
     elapsed = time.monotonic() - started
@@ -379,15 +461,17 @@ def test_not_ready_past_the_timeout_is_extension_unavailable(fake: FakeExtension
     assert len(fake.requests) > 2
 
 
-def test_retries_caps_the_start_up_attempts(fake: FakeExtension) -> None:
+def test_retries_caps_the_start_up_attempts(fake: FakeExtension, make_client: MakeClient) -> None:
     fake.always(NOT_READY)
-    client = Client(port=fake.port, token=TOKEN, timeout=5.0, retries=2)
+    client = make_client(port=fake.port, token=TOKEN, timeout=5.0, retries=2)
     with pytest.raises(ExtensionUnavailable):
         client.get_secret("db")
     assert len(fake.requests) == 3
 
 
-def test_refused_connections_are_retried_until_the_extension_listens() -> None:
+def test_refused_connections_are_retried_until_the_extension_listens(
+    make_client: MakeClient,
+) -> None:
     port = free_port()
     servers: list[FakeExtension] = []
 
@@ -398,17 +482,19 @@ def test_refused_connections_are_retried_until_the_extension_listens() -> None:
     starter = threading.Thread(target=start_late)
     starter.start()
     try:
-        with Client(port=port, token=TOKEN, timeout=10.0) as client:
-            assert client.get_secret("db") == SECRET
+        client = make_client(port=port, token=TOKEN, timeout=10.0)
+        assert client.get_secret("db") == SECRET
     finally:
         starter.join()
         for server in servers:
             server.__exit__(None, None, None)
 
 
-def test_nothing_listening_is_extension_unavailable_within_the_timeout() -> None:
+def test_nothing_listening_is_extension_unavailable_within_the_timeout(
+    make_client: MakeClient,
+) -> None:
     started = time.monotonic()
-    client = Client(port=free_port(), token=TOKEN, timeout=0.4)
+    client = make_client(port=free_port(), token=TOKEN, timeout=0.4)
     with pytest.raises(ExtensionUnavailable) as caught:
         client.get_parameter("/app/p")
     assert time.monotonic() - started < 3.0
@@ -416,15 +502,15 @@ def test_nothing_listening_is_extension_unavailable_within_the_timeout() -> None
     assert "refused" in str(caught.value)
 
 
-def test_slow_answer_is_a_timeout(fake: FakeExtension) -> None:
+def test_slow_answer_is_a_timeout(fake: FakeExtension, make_client: MakeClient) -> None:
     fake.sequence(Reply(delay=2.0), secret_reply())
     started = time.monotonic()
-    with Client(port=fake.port, token=TOKEN, timeout=0.3) as client:
-        with pytest.raises(ExtensionUnavailable) as caught:
-            client.get_secret("db")
-        assert time.monotonic() - started < 1.5
-        assert caught.value.error_type == "Timeout"
-        assert client.get_secret("db") == SECRET  # recovers on a fresh connection
+    client = make_client(port=fake.port, token=TOKEN, timeout=0.3)
+    with pytest.raises(ExtensionUnavailable) as caught:
+        client.get_secret("db")
+    assert time.monotonic() - started < 1.5
+    assert caught.value.error_type == "Timeout"
+    assert client.get_secret("db") == SECRET  # recovers on a fresh connection
 
 
 # -- connections ---------------------------------------------------------------------------
@@ -466,16 +552,20 @@ def test_reset_before_any_answer_is_retried_like_a_starting_extension(
     assert len(fake.requests) == 3
 
 
-def test_resets_past_the_timeout_are_extension_unavailable(fake: FakeExtension) -> None:
+def test_resets_past_the_timeout_are_extension_unavailable(
+    fake: FakeExtension, make_client: MakeClient
+) -> None:
     fake.always(Reply(drop=True))
     started = time.monotonic()
     with pytest.raises(ExtensionUnavailable, match="reset"):
-        Client(port=fake.port, token=TOKEN, timeout=0.4).get_secret("db")
+        make_client(port=fake.port, token=TOKEN, timeout=0.4).get_secret("db")
     assert time.monotonic() - started < 3.0
 
 
-def test_stale_connection_gets_exactly_one_retry(fake: FakeExtension) -> None:
-    client = Client(port=fake.port, token=TOKEN, retries=0)
+def test_stale_connection_gets_exactly_one_retry(
+    fake: FakeExtension, make_client: MakeClient
+) -> None:
+    client = make_client(port=fake.port, token=TOKEN, retries=0)
     fake.sequence(secret_reply(), Reply(drop=True))
     client.get_secret("db")
     with pytest.raises(ExtensionUnavailable):
@@ -483,7 +573,8 @@ def test_stale_connection_gets_exactly_one_retry(fake: FakeExtension) -> None:
     assert len(fake.requests) == 3  # first call, the stale attempt, one fresh retry
 
 
-def test_threads_share_the_client_safely(fake: FakeExtension, client: Client) -> None:
+def test_threads_share_the_client_safely(fake: FakeExtension) -> None:
+    client = Client(port=fake.port, token=TOKEN, timeout=2.0)
     fake.responder = lambda request: secret_reply(string="value-" + request.query["secretId"])
     failures: list[str] = []
 
@@ -499,6 +590,7 @@ def test_threads_share_the_client_safely(fake: FakeExtension, client: Client) ->
         thread.start()
     for thread in threads:
         thread.join()
+    client.close()
     assert failures == []
     assert len(fake.requests) == 200
     assert 1 <= fake.connections <= 8

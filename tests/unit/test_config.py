@@ -65,6 +65,7 @@ def test_config_is_frozen() -> None:
         ("SECRETCACHE_MAX_STALE_SECONDS", "0", "max_stale_seconds", 0),
         ("SECRETCACHE_NOT_FOUND_TTL", "5", "not_found_ttl", 5),
         ("SECRETCACHE_MAX_CLIENT_CONNECTIONS", "16", "max_client_connections", 16),
+        ("SECRETCACHE_REQUEST_TIMEOUT_MILLIS", "2500", "request_timeout", 2.5),
         ("SECRETS_MANAGER_TIMEOUT_MILLIS", "1500", "secrets_manager_timeout", 1.5),
         ("SSM_PARAMETER_STORE_TIMEOUT_MILLIS", "250", "ssm_timeout", 0.25),
         ("SECRETCACHE_KMS_TIMEOUT_MILLIS", "2000", "kms_timeout", 2.0),
@@ -180,6 +181,7 @@ INTEGER_VARIABLES = [
     "SECRETCACHE_MAX_STALE_SECONDS",
     "SECRETCACHE_NOT_FOUND_TTL",
     "SECRETCACHE_MAX_CLIENT_CONNECTIONS",
+    "SECRETCACHE_REQUEST_TIMEOUT_MILLIS",
 ]
 
 
@@ -215,6 +217,7 @@ def test_negative_values_are_rejected(variable: str) -> None:
         ("SECRETCACHE_KMS_TTL", "86401"),
         ("SECRETCACHE_NOT_FOUND_TTL", "86401"),
         ("SECRETCACHE_MAX_CLIENT_CONNECTIONS", "0"),
+        ("SECRETCACHE_REQUEST_TIMEOUT_MILLIS", "0"),
         ("SECRETS_MANAGER_TIMEOUT_MILLIS", "600001"),
     ],
 )

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.emulator import (
+from tools.emulator import (
     EmulatorError,
     InitError,
     LambdaEmulator,

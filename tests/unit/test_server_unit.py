@@ -14,9 +14,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from secretcache.cache import TtlCache
 from secretcache.config import load_config
 from secretcache.errors import NotFound, UpstreamError
+from secretcache.reads import cache_policies
 from secretcache.server import STATE, make_app
 
-from tests.support.net import free_port
+from tools.net import free_port
 
 TOKEN = "unit-test-token-0123456789abcdef"
 HEADER = "X-Aws-Parameters-Secrets-Token"
@@ -107,7 +108,7 @@ async def app() -> AsyncIterator[App]:
         {"AWS_SESSION_TOKEN": TOKEN, "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT": str(port)}
     )
     backends = FakeBackends()
-    cache = TtlCache(max_entries=100, max_bytes=1 << 20)
+    cache = TtlCache(max_entries=100, max_bytes=1 << 20, policies=cache_policies(config))
     web_app = build_app(config, cache, backends)
     state = web_app[STATE]
     state.status.ready = True  # what lifecycle sets once start-up work is done
@@ -414,6 +415,11 @@ async def test_health_needs_no_token(app: App) -> None:
     assert await response.json() == {"status": "ok"}
 
 
+@pytest.mark.parametrize("path", ["/health/", "/ping/"])
+async def test_health_and_ping_with_a_trailing_slash_need_no_token(app: App, path: str) -> None:
+    assert (await app.client.get(path)).status == 200
+
+
 async def test_metrics_need_the_token_and_hold_no_names(app: App) -> None:
     await error_of(await app.client.get("/metrics"), 401)
     await app.get("/secretsmanager/get?secretId=very-private-name")
@@ -516,6 +522,12 @@ async def test_decrypt_encryption_algorithm_is_not_silently_ignored(app: App) ->
 )
 async def test_invalid_decrypt_body_is_400_json(app: App, body: Any) -> None:
     await error_of(await post_decrypt(app, body), 400)
+    assert app.backends.calls == []
+
+
+async def test_deeply_nested_decrypt_body_is_400_not_500(app: App) -> None:
+    body = await error_of(await post_decrypt(app, b"[" * 30000 + b"]" * 30000), 400)
+    assert body["errorType"] == "BadRequest"
     assert app.backends.calls == []
 
 

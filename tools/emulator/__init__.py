@@ -7,7 +7,7 @@ runs a real Python handler in a separate runtime process, and records every life
 
 Usage::
 
-    from tests.emulator import LambdaEmulator, InitError
+    from tools.emulator import LambdaEmulator, InitError
 
     with LambdaEmulator("dist/secretcache-layer.zip", "examples", "app.handler",
                         env={"SECRETS_MANAGER_TTL": "2"},
@@ -54,7 +54,7 @@ Phase names (``emu.phases``; source = extension file name, ``"runtime"`` or ``"s
 ``invoke.error``, ``invoke.end``, ``freeze``, ``thaw``, ``shutdown.start``, ``exit``,
 ``shutdown.killed``, ``shutdown.end``.
 
-CLI: ``python -m tests.emulator --layer dist/secretcache-layer.zip --code examples
+CLI: ``python -m tools.emulator --layer dist/secretcache-layer.zip --code examples
 --handler app.handler --event '{}' [--invokes N] [--env K=V ...] [--moto]``.
 """
 

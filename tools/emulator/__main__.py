@@ -1,6 +1,6 @@
 """Run a handler with a layer on the emulator by hand.
 
-    python -m tests.emulator --layer dist/secretcache-layer.zip --code examples \\
+    python -m tools.emulator --layer dist/secretcache-layer.zip --code examples \\
         --handler app.handler --event '{}' --invokes 2 --moto --env SECRETS_MANAGER_TTL=5
 """
 
@@ -12,23 +12,15 @@ import json
 import sys
 from typing import Any
 
+from tools.cli import parse_env
+
 from .emulator import LambdaEmulator
 from .records import InitError
 
 
-def _parse_env(pairs: list[str]) -> dict[str, str]:
-    env: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"--env expects KEY=VALUE, got {pair!r}")
-        env[key] = value
-    return env
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tests.emulator",
+        prog="python -m tools.emulator",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -47,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         endpoint = args.endpoint_url
         if args.moto:
-            from tests.support.moto_server import MotoServer
+            from tools.moto_server import MotoServer
 
             moto = MotoServer().start()
             stack.callback(moto.stop)
@@ -58,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.layer,
                 args.code,
                 args.handler,
-                _parse_env(args.env),
+                parse_env(args.env, "tools.emulator"),
                 endpoint_url=endpoint,
                 echo=not args.quiet,
             )

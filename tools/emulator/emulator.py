@@ -13,6 +13,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import json
+import math
 import os
 import re
 import secrets
@@ -52,6 +53,8 @@ ACCOUNT_ID = "123456789012"
 RUNTIME = "runtime"
 SANDBOX = "sandbox"
 _USE_DEFAULT = object()
+#: How long the runtime gets after SIGTERM before it is killed and the extensions get SHUTDOWN.
+RUNTIME_STOP_SECONDS = 0.3
 
 
 def default_python() -> str:
@@ -262,6 +265,7 @@ class LambdaEmulator:
         self._cond = threading.Condition()
         self._shutdown_report: ShutdownReport | None = None
         self.init_report: InitReport | None = None
+        self._reported_init = False
 
         self._own_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="lambda-emulator-"))
@@ -408,6 +412,7 @@ class LambdaEmulator:
                 "tracing": {"type": "X-Amzn-Trace-Id", "value": inv.trace_id},
             }
         ).encode()
+        self._platform_line(f"START RequestId: {inv.request_id} Version: $LATEST")
         with self._cond:
             targets = [e for e in self._exts.values() if "INVOKE" in e.record.events]
             self._invocations[inv.request_id] = inv
@@ -428,6 +433,7 @@ class LambdaEmulator:
         if failure is None and not ok:
             failure = ("Sandbox.Timedout", f"Task timed out after {budget:.2f} seconds", "timeout")
         self.phases.add(SANDBOX, "invoke.end", end, request_id=inv.request_id)
+        self._report_lines(inv, ((inv.responded_at or end) - start) * 1000.0)
         if failure is not None:
             error_type, message, reason = failure
             with self._cond:
@@ -495,8 +501,7 @@ class LambdaEmulator:
         self.phases.add(SANDBOX, "shutdown.start", start, reason=reason)
         with self._cond:
             self._state = "shutting_down"
-        if self._runtime is not None and self._runtime.alive:
-            self._runtime.signal(signal.SIGTERM)
+        self._stop_runtime(deadline)
         body = json.dumps(
             {"eventType": "SHUTDOWN", "shutdownReason": reason, "deadlineMs": deadline_ms}
         ).encode()
@@ -550,6 +555,26 @@ class LambdaEmulator:
             self._closing = True
             self._cond.notify_all()
         return self._shutdown_report
+
+    def _stop_runtime(self, deadline: float) -> None:
+        """End the runtime before the extensions hear SHUTDOWN, as Lambda and RIE both do.
+
+        SIGTERM, then SIGKILL if it has not exited within RUNTIME_STOP_SECONDS (RIE kills it at
+        once; Lambda gives a runtime with extensions a SIGTERM first).
+        """
+        runtime = self._runtime
+        if runtime is None or not runtime.alive:
+            return
+        runtime.signal(signal.SIGTERM)
+        limit = min(deadline, time.monotonic() + RUNTIME_STOP_SECONDS)
+        with self._cond:
+            self._cond.wait_for(
+                lambda: not runtime.alive, timeout=max(0.0, limit - time.monotonic())
+            )
+        if runtime.alive:
+            runtime.killed = True
+            runtime.signal(signal.SIGKILL)
+            self.phases.add(RUNTIME, "shutdown.killed", time.monotonic())
 
     def close(self) -> None:
         """Shut down if still running, stop the API server and remove the temporary /opt."""
@@ -626,6 +651,34 @@ class LambdaEmulator:
             reader.start()
         threading.Thread(target=self._watch, args=(process,), daemon=True).start()
         return process
+
+    def _platform_line(self, text: str) -> None:
+        """A line Lambda itself writes to the function's log (source ``"sandbox"``)."""
+        line = LogLine(time.monotonic(), SANDBOX, "stdout", text)
+        self.logs.add(line)
+        if callable(self._echo):
+            self._echo(line)
+        elif self._echo:
+            print(f"[{SANDBOX} stdout] {text}", file=sys.stderr, flush=True)
+
+    def _report_lines(self, inv: _Invocation, duration_ms: float) -> None:
+        """END and REPORT, in the layout RIE writes them (Init Duration on the first REPORT).
+
+        Max Memory Used is the peak RSS (VmHWM) of the runtime and the extensions added up.
+        """
+        self._platform_line(f"END RequestId: {inv.request_id}")
+        fields = [f"REPORT RequestId: {inv.request_id}"]
+        if not self._reported_init and self.init_report is not None:
+            fields.append(f"Init Duration: {self.init_report.duration_ms:.2f} ms")
+        self._reported_init = True
+        peak_kib = sum(_peak_rss_kib(p.proc.pid) for p in self._all_processes() if p.alive)
+        fields += [
+            f"Duration: {duration_ms:.2f} ms",
+            f"Billed Duration: {math.ceil(duration_ms)} ms",
+            f"Memory Size: {self.memory_mb} MB",
+            f"Max Memory Used: {math.ceil(peak_kib / 1024)} MB",
+        ]
+        self._platform_line("\t".join(fields) + "\t")
 
     def _read_stream(self, source: str, stream_name: str, stream: IO[bytes] | None) -> None:
         assert stream is not None
@@ -903,3 +956,15 @@ def _error_message(body: bytes) -> str:
 def _python_version(python: str) -> str:
     match = re.search(r"python(3\.\d+)", os.path.basename(os.path.realpath(python)))
     return match.group(1) if match else f"{sys.version_info[0]}.{sys.version_info[1]}"
+
+
+def _peak_rss_kib(pid: int) -> int:
+    """A process's peak resident set (VmHWM) in KiB; 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0

@@ -58,3 +58,23 @@ def wait_for_http(port: int, path: str, timeout: float = 15.0) -> None:
             last = exc
             time.sleep(0.05)
     raise TimeoutError(f"nothing answered on 127.0.0.1:{port}{path} within {timeout}s: {last}")
+
+
+def read_until_closed(sock: socket.socket, timeout: float = 10.0) -> bytes:
+    """Everything the peer sends until it closes the connection (fails on a hang)."""
+    sock.settimeout(timeout)
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
+def rss_kib(pid: int) -> int:
+    """A process's resident set size (VmRSS) in KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")

@@ -1,7 +1,7 @@
 """The Lambda Extensions API and Runtime API on one loopback port (``AWS_LAMBDA_RUNTIME_API``).
 
 This module only parses HTTP and renders replies; the lifecycle decisions live in the
-:class:`Sandbox` protocol that :mod:`tests.emulator.emulator` implements. A threaded
+:class:`Sandbox` protocol that :mod:`tools.emulator.emulator` implements. A threaded
 ``http.server`` is enough: the blocking ``event/next`` and ``invocation/next`` calls each hold one
 thread, and there are only a handful of clients.
 """
