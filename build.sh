@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
 # secretcache build entry point.
-#   ./build.sh [layer]        build dist/secretcache-layer.zip (quick no-op when nothing changed)
+#   ./build.sh [layer]        build dist/secretcache-layer-{x86_64,arm64}.zip, each with its own
+#                             Python (quick no-op when nothing changed); see layer/build_layer.py
+#   ./build.sh update-debian  re-pin the bundled Python's Debian packages to the newest (security)
+#                             versions (layer/python-debs.lock, layer/test-debs.lock), then build
+#   ./build.sh debian-sources build, then download the bundled interpreter's Debian source
+#                             packages into dist/debian-sources/ (attach them to a release)
 #   ./build.sh test [args]    set up .venv, build the layer, run the test suite (pytest args pass through)
 #   ./build.sh demo [args]    build the layer and run the example function on AWS's Lambda emulator (RIE)
 #   ./build.sh local-invoke --code DIR --handler M.F [--endpoint URL] [--event FILE] ...
 #                             your function with the layer on AWS's RIE, against moto or URL
 #   ./build.sh bench [args]   build the layer and run the benchmarks (--quick: fewer samples); see bench/README.md
+#   ./build.sh fleet [args]   fleet simulator: policies side by side, plot in dist/fleet.png
+#                             (--help for options; --validate: against real extension processes)
 #   ./build.sh sam-validate   sam validate --lint template.yaml (aws-sam-cli in its own venv .venv-sam)
 #   ./build.sh setup          set up .venv only
 #   ./build.sh sam-setup      set up .venv-sam only
@@ -59,6 +66,8 @@ cmd=${1:-layer}
 [ $# -gt 0 ] && shift
 case "$cmd" in
   layer) build_layer "$@" ;;
+  update-debian) build_layer --update-debian "$@" ;;
+  debian-sources) build_layer --debian-sources "$@" ;;
   setup) ensure_venv ;;
   sam-setup) ensure_sam_venv ;;
   sam-validate)
@@ -86,5 +95,9 @@ case "$cmd" in
     build_layer >&2
     exec "$VENV/bin/python" -m bench "$@"
     ;;
-  *) echo "usage: ./build.sh [layer|test|demo|local-invoke|bench|sam-validate|setup|sam-setup]" >&2; exit 2 ;;
+  fleet)
+    ensure_venv
+    PYTHONPATH="$ROOT/extension:$ROOT" exec "$VENV/bin/python" -m fleet "$@"
+    ;;
+  *) echo "usage: ./build.sh [layer|update-debian|debian-sources|test|demo|local-invoke|bench|fleet|sam-validate|setup|sam-setup]" >&2; exit 2 ;;
 esac

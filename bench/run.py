@@ -1,14 +1,19 @@
 """``python -m bench [--quick]``: measure the built layer and print figures against the targets.
 
 Order of the run (every process on loopback; moto server is AWS):
-1. cold starts on the emulator, with and without the shipped ``.pyc``, interleaved;
-2. one cold start under ``PYTHONPROFILEIMPORTTIME`` (what the start-up spends importing);
-3. one long-lived sandbox: RSS at ready, after the SDK loaded, after 1000 cached 4 KiB secrets;
-4. read latency from handler-like worker processes, sequential and 8 at once, for the extension
+1. cold starts on the emulator, interleaved: both upstreams (``SECRETCACHE_UPSTREAM`` sdk and
+   lean) on the bundled interpreter with the shipped ``.pyc``, lean without ``.pyc``, and lean
+   on a runtime's python3.13 (SECRETCACHE_PYTHON);
+2. one cold start per upstream under ``-X importtime`` (what the start-up spends importing);
+   RSS at ready and once /health is ok, bundled interpreter versus the runtime's python3.13;
+3. per upstream, RSS and CPU after the first read of each service (Secrets Manager, SSM, KMS);
+4. one long-lived sandbox: RSS at ready, after the SDK loaded, after 1000 cached 4 KiB secrets;
+5. read latency from handler-like worker processes, sequential and 8 at once, for the extension
    (hit via secretcache_client, hit via http.client, miss) and, in the same run, direct boto3,
-   Powertools' cached get_secret and a bare asyncio loopback server (the floor);
-5. throughput with 8 connections (wrk), against the extension and against the floor;
-6. the function's own import: secretcache_client versus boto3 versus Powertools.
+   Powertools' cached get_secret and a bare asyncio loopback server (the floor); the miss
+   again on an SDK-upstream sandbox;
+6. throughput with 8 connections (wrk), against the extension and against the floor;
+7. the function's own import: secretcache_client versus boto3 versus Powertools.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import functools
 import hashlib
 import json
 import os
@@ -26,9 +32,10 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -39,6 +46,9 @@ from bench.memory import RssSampler, rss_kib  # noqa: E402
 from bench.reads import Target, WorkerPool  # noqa: E402
 from bench.stats import summary  # noqa: E402
 from tools.cli import interrupts_as_exit  # noqa: E402
+
+if TYPE_CHECKING:
+    from tools.emulator import LambdaEmulator
 
 LAYER_ZIP = REPO / "dist" / "secretcache-layer.zip"
 RESULTS = Path(__file__).resolve().parent / "results.json"
@@ -61,6 +71,7 @@ FILL_BYTES = 4096
 MISS_SECRETS = tuple(f"bench/miss-{i}" for i in range(8))
 #: The two ways of calling AWS, measured side by side (SECRETCACHE_UPSTREAM).
 UPSTREAMS = ("sdk", "lean")
+UPSTREAM_VAR = "SECRETCACHE_UPSTREAM"
 
 
 def fill_name(i: int) -> str:
@@ -129,17 +140,17 @@ def start_floor_server(
     body_size: int, mode: str = "asyncio", layer_dir: Path | None = None
 ) -> tuple[subprocess.Popen[str], int]:
     """The floor server as a process; ``aiohttp`` mode uses the layer's vendored aiohttp."""
-    from tools.emulator import default_python
     from tools.net import free_port
 
     port = free_port()
     env = dict(os.environ)
     argv = [sys.executable, "-m", "bench.floor_server", str(port), str(body_size), mode]
     if mode == "aiohttp" and layer_dir is not None:
+        # The layer's vendored aiohttp on the layer's own interpreter, as the extension runs.
         lib = layer_dir / "secretcache" / "lib"
-        tag = f"cp{sys.version_info[0]}{sys.version_info[1]}-{os.uname().machine}"
+        tag = f"cp313-{os.uname().machine}"
         env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(lib / tag), str(lib / "common")])
-        argv[0:1] = [default_python(), "-S"]
+        argv[0:1] = [*startup.bundled_command(layer_dir), "-S"]
     proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     if proc.stdout.readline().strip() != "listening":
@@ -194,9 +205,9 @@ def environment_facts(layer_zip: Path, plan: dict[str, Any]) -> dict[str, Any]:
         except OSError:
             return ""
 
-    from tools.emulator import default_python
-
     wrk = run("wrk", "--version") if load.wrk_available() else ""
+    with zipfile.ZipFile(layer_zip) as zf:
+        bundled = [n for n in zf.namelist() if n == "secretcache/python/bin/python3.13"]
     return {
         "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "git_commit": run("git", "rev-parse", "--short", "HEAD"),
@@ -205,9 +216,8 @@ def environment_facts(layer_zip: Path, plan: dict[str, Any]) -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "platform": platform.platform(),
-        "extension_python": run(
-            default_python(), "-c", "import sys; print(sys.version.split()[0])"
-        ),
+        "extension_python": "bundled 3.13 (Debian)" if bundled else "none in the layer",
+        "runtime_python": startup.runtime_python(),
         "bench_python": platform.python_version(),
         "wrk": wrk.splitlines()[0].split("[")[0].replace("debian/", "").strip() if wrk else None,
         "plan": plan,
@@ -221,43 +231,62 @@ def note(message: str) -> None:
 # ----------------------------------------------------------------------------- sections
 
 
-def startup_variants(layers: dict[str, Path]) -> dict[str, tuple[Path, dict[str, str]]]:
-    """Each upstream with the shipped .pyc and without: ``<upstream>_<layer>``."""
-    return {
-        f"{upstream}_{layer}": (layers[layer], {"SECRETCACHE_UPSTREAM": upstream})
-        for layer in ("with_pyc", "without_pyc")
+def startup_variants(layers: dict[str, Path]) -> dict[str, tuple[Path, dict[str, str | None]]]:
+    """name -> (unpacked layer, function environment), four cold starts per round:
+
+    - ``sdk_with_pyc`` / ``lean_with_pyc``: the two upstreams on the bundled interpreter and the
+      shipped .pyc (issue 13's comparison);
+    - ``lean_without_pyc``: the chosen upstream with every ``__pycache__`` removed;
+    - ``runtime_python``: the chosen upstream on a python3.13 of this machine as
+      SECRETCACHE_PYTHON (issue 11's bundled-vs-runtime comparison), where there is one.
+    """
+    bundled = dict(startup.BUNDLED)
+    variants: dict[str, tuple[Path, dict[str, str | None]]] = {
+        f"{upstream}_with_pyc": (layers["with_pyc"], {**bundled, UPSTREAM_VAR: upstream})
         for upstream in UPSTREAMS
     }
+    variants["lean_without_pyc"] = (layers["without_pyc"], {**bundled, UPSTREAM_VAR: "lean"})
+    python = startup.runtime_python()
+    if python is not None:
+        variants["runtime_python"] = (
+            layers["with_pyc"],
+            {"SECRETCACHE_PYTHON": python, UPSTREAM_VAR: "lean"},
+        )
+    return variants
 
 
 def run_startup(layers: dict[str, Path], moto_url: str, count: int) -> dict[str, Any]:
-    from tools.emulator import default_python
-
-    python = default_python()
     variants = startup_variants(layers)
     samples: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
-    bare = []
+    baselines: dict[str, list[str]] = {"bundled": startup.bundled_command(layers["with_pyc"])}
+    python = startup.runtime_python()
+    if python is not None:
+        baselines["runtime_python"] = [python]
+    bare: dict[str, list[float]] = {name: [] for name in baselines}
     for i in range(count):
         for name, (layer_dir, env) in variants.items():  # interleaved: drift hits all alike
             samples[name].append(startup.cold_start(layer_dir, moto_url, HIT_SECRET, extra_env=env))
-        bare.append(startup.bare_interpreter_ms(python))
+        for name, command in baselines.items():
+            bare[name].append(startup.bare_interpreter_ms(command))
         note(f"cold start {i + 1}/{count} ({', '.join(variants)})")
-    out: dict[str, Any] = {"count": count}
+    out: dict[str, Any] = {"count": count, "runtime_python_path": python}
     for name, rows in samples.items():
         keys = rows[0].keys()
         out[name] = {key: summary([r[key] for r in rows if r[key] is not None], 1) for key in keys}
-    out["bare_interpreter_spawn_to_exit_ms"] = summary(bare, 1)
+    out["bare_interpreter_spawn_to_exit_ms"] = {
+        name: summary(values, 1) for name, values in bare.items()
+    }
     out["samples"] = samples
     return out
 
 
 def run_import_profile(layer_dir: Path, moto_url: str, upstream: str) -> dict[str, Any]:
-    profile = startup.import_profile(layer_dir, moto_url, {"SECRETCACHE_UPSTREAM": upstream})
+    profile = startup.import_profile(layer_dir, moto_url, {UPSTREAM_VAR: upstream})
     rows = sorted(profile["imports"], key=lambda r: r["cumulative_ms"], reverse=True)
     critical = [r for r in rows if r["before_ready"]]
     background = [r for r in rows if not r["before_ready"]]
     return {
-        "note": "one cold start with PYTHONPROFILEIMPORTTIME=1 (adds its own overhead); "
+        "note": "one cold start with -X importtime (adds its own overhead); "
         "top-level imports only; before_ready = printed before event/next",
         "exec_to_ready_ms": round(profile["exec_to_ready_ms"], 1),
         "critical_path_total_ms": round(sum(r["cumulative_ms"] for r in critical), 1),
@@ -269,30 +298,25 @@ def run_import_profile(layer_dir: Path, moto_url: str, upstream: str) -> dict[st
 def run_memory_by_service(
     layer_dir: Path, moto_url: str, upstream: str, ciphertext: str
 ) -> dict[str, Any]:
-    """RSS at ready, then after the first read of each service in turn (each a miss to moto),
-    then once every background load has finished; and the extension's CPU seconds so far."""
+    """On the bundled interpreter: RSS at ready, then after the first read of each service in
+    turn (each a miss to moto), then once every background load has finished; and the
+    extension's CPU seconds so far."""
     from tools.emulator import LambdaEmulator
     from tools.net import free_port
 
     port = free_port()
-    env = {
+    env: dict[str, str | None] = {
+        **startup.BUNDLED,
         "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT": str(port),
         "PYTHONDONTWRITEBYTECODE": "1",
-        "SECRETCACHE_UPSTREAM": upstream,
+        UPSTREAM_VAR: upstream,
     }
     with LambdaEmulator(
         layer_dir, startup.FIXTURES, "noop.handler", env, endpoint_url=moto_url
     ) as emu:
-        sampler = RssSampler(lambda: emu.pid("secretcache")).start()
-        try:
-            init = emu.init()
-        finally:
-            sampler.stop()
-        ext = init.extensions["secretcache"]
-        pid = emu.pid("secretcache")
-        assert pid is not None and ext.ready_at is not None
+        pid, rss_ready_mib = _init_sampled(emu)
         token = emu.session_token
-        out: dict[str, Any] = {"rss_ready_mib": _mib(sampler.at(ext.ready_at))}
+        out: dict[str, Any] = {"rss_ready_mib": rss_ready_mib}
         reads = (
             (
                 "secretsmanager",
@@ -322,6 +346,35 @@ def run_memory_by_service(
     return out
 
 
+def run_memory_by_interpreter(layers: dict[str, Path], moto_url: str) -> dict[str, Any]:
+    """RSS at ready and once /health is ok, on the bundled interpreter and on the runtime's
+    python3.13 (where there is one), both with the chosen (lean) upstream, measured alike."""
+    from tools.emulator import LambdaEmulator
+    from tools.net import free_port
+
+    out: dict[str, Any] = {}
+    variants = startup_variants(layers)
+    for name, variant in (("bundled", "lean_with_pyc"), ("runtime_python", "runtime_python")):
+        if variant not in variants:
+            continue
+        layer_dir, variant_env = variants[variant]
+        port = free_port()
+        env = {
+            **variant_env,
+            "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT": str(port),
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
+        with LambdaEmulator(
+            layer_dir, startup.FIXTURES, "noop.handler", env, endpoint_url=moto_url
+        ) as emu:
+            pid, rss_ready_mib = _init_sampled(emu)
+            startup.wait_healthy(port)
+            time.sleep(0.2)
+            out[name] = {"rss_ready_mib": rss_ready_mib, "rss_sdk_loaded_mib": _mib(rss_kib(pid))}
+    note(f"memory by interpreter: {out}")
+    return out
+
+
 def run_sandbox(
     args: argparse.Namespace, layers: dict[str, Path], moto_url: str, results: dict[str, Any]
 ) -> None:
@@ -331,23 +384,20 @@ def run_sandbox(
 
     plan = args.plan
     port = free_port()
-    env = {"PARAMETERS_SECRETS_EXTENSION_HTTP_PORT": str(port), "PYTHONDONTWRITEBYTECODE": "1"}
+    env: dict[str, str | None] = {
+        **startup.BUNDLED,
+        "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT": str(port),
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
     with contextlib.ExitStack() as stack:
         emu = stack.enter_context(
             LambdaEmulator(
                 layers["with_pyc"], startup.FIXTURES, "noop.handler", env, endpoint_url=moto_url
             )
         )
-        sampler = RssSampler(lambda: emu.pid("secretcache")).start()
-        try:
-            init = emu.init()
-        finally:
-            sampler.stop()
-        ext = init.extensions["secretcache"]
-        pid = emu.pid("secretcache")
-        assert pid is not None and ext.ready_at is not None
+        pid, rss_ready_mib = _init_sampled(emu)
         token = emu.session_token
-        memory: dict[str, Any] = {"rss_ready_mib": _mib(sampler.at(ext.ready_at))}
+        memory: dict[str, Any] = {"rss_ready_mib": rss_ready_mib}
         startup.wait_healthy(port)
         time.sleep(0.2)  # let the loader thread finish whatever follows "ok" (client creation)
         memory["rss_sdk_loaded_mib"] = _mib(rss_kib(pid))
@@ -421,10 +471,11 @@ def run_sdk_misses(
     from tools.net import free_port
 
     port = free_port()
-    env = {
+    env: dict[str, str | None] = {
+        **startup.BUNDLED,
         "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT": str(port),
         "PYTHONDONTWRITEBYTECODE": "1",
-        "SECRETCACHE_UPSTREAM": "sdk",
+        UPSTREAM_VAR: "sdk",
     }
     with LambdaEmulator(
         layer_dir, startup.FIXTURES, "noop.handler", env, endpoint_url=moto_url
@@ -464,6 +515,19 @@ def cpu_seconds(pid: int) -> float:
 
 def _mib(kib: int | None) -> float | None:
     return None if kib is None else round(kib / 1024, 1)
+
+
+def _init_sampled(emu: LambdaEmulator) -> tuple[int, float | None]:
+    """Run INIT with the extension's RSS sampled every 2 ms: its pid and RSS (MiB) at ready."""
+    sampler = RssSampler(functools.partial(emu.pid, "secretcache")).start()
+    try:
+        init = emu.init()
+    finally:
+        sampler.stop()
+    ext = init.extensions["secretcache"]
+    pid = emu.pid("secretcache")
+    assert pid is not None and ext.ready_at is not None
+    return pid, _mib(sampler.at(ext.ready_at))
 
 
 def _fill_cache(port: int, token: str) -> int:
@@ -575,6 +639,7 @@ def run(args: argparse.Namespace) -> int:
                 upstream: run_import_profile(layers["with_pyc"], moto.url, upstream)
                 for upstream in UPSTREAMS
             }
+            results["memory_by_interpreter"] = run_memory_by_interpreter(layers, moto.url)
         results["memory_by_service"] = {
             upstream: run_memory_by_service(layers["with_pyc"], moto.url, upstream, ciphertext)
             for upstream in UPSTREAMS

@@ -7,7 +7,10 @@ extension registers, serves, loads the AWS SDK in the background and answers the
 
 from __future__ import annotations
 
+import glob
 import json
+import os
+import platform
 import shutil
 import subprocess
 import time
@@ -31,11 +34,43 @@ def prepare_layers(layer_zip: Path, workdir: Path) -> dict[str, Path]:
     return {"with_pyc": with_pyc, "without_pyc": without}
 
 
-def bare_interpreter_ms(python: str) -> float:
+LOADERS = {"x86_64": "ld-linux-x86-64.so.2", "aarch64": "ld-linux-aarch64.so.1"}
+# The extension's interpreter in each start-up variant: the layer's own (the launcher's path on
+# every runtime) or, through SECRETCACHE_PYTHON, a runtime's python3.13 (Lambda's python3.13
+# runtime has /var/lang/bin/python3.13; here a python3.13 of this machine stands in for it).
+BUNDLED: dict[str, str | None] = {"SECRETCACHE_PYTHON": None}
+
+
+def bundled_command(layer_dir: Path) -> list[str]:
+    """The layer's interpreter, started as the launcher starts it (minus -E -S)."""
+    bundle = layer_dir / "secretcache" / "python"
+    return [
+        str(bundle / "lib" / LOADERS[platform.machine()]),
+        "--inhibit-cache",
+        "--library-path",
+        str(bundle / "lib"),
+        str(bundle / "bin" / "python3.13"),
+    ]
+
+
+def runtime_python() -> str | None:
+    """A real python3.13 of this machine (never a pyenv shim), or None."""
+    override = os.environ.get("SECRETCACHE_BENCH_RUNTIME_PYTHON")
+    pyenv = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
+    candidates = [override] if override else []
+    candidates += sorted(glob.glob(f"{pyenv}/versions/3.13.*/bin/python3.13"), reverse=True)
+    candidates += ["/var/lang/bin/python3.13", "/usr/local/bin/python3.13", "/usr/bin/python3.13"]
+    for cand in candidates:
+        if cand and os.access(cand, os.X_OK):
+            return cand
+    return None
+
+
+def bare_interpreter_ms(python: list[str]) -> float:
     """Spawn -> exit of ``python -S -c pass``, spawned the way the emulator spawns extensions."""
     start = time.monotonic()
     proc = subprocess.Popen(
-        [python, "-S", "-c", "pass"],
+        [*python, "-S", "-c", "pass"],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -58,10 +93,14 @@ def _json_lines(text: str) -> list[dict[str, Any]]:
 
 
 def cold_start(
-    layer_dir: Path, moto_url: str, secret_id: str, *, extra_env: dict[str, str] | None = None
+    layer_dir: Path,
+    moto_url: str,
+    secret_id: str,
+    *,
+    extra_env: dict[str, str | None] | None = None,
 ) -> dict[str, Any]:
     """One INIT; every figure in ms from the extension's exec (the emulator's spawn call)."""
-    env = {
+    env: dict[str, str | None] = {
         "BENCH_SECRET_ID": secret_id,
         "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT": str(free_port()),
         # The layer (and the function's code) are read-only on Lambda: nothing is cached.
@@ -136,16 +175,22 @@ def cold_start(
 def import_profile(
     layer_dir: Path, moto_url: str, extra_env: dict[str, str] | None = None
 ) -> dict[str, Any]:
-    """One cold start with ``PYTHONPROFILEIMPORTTIME=1``: the extension's top-level imports.
+    """One cold start under ``-X importtime`` (bundled interpreter): the top-level imports.
 
     Each row says whether its line was printed before the extension called event/next (on the
     critical path) or after (the SDK loader thread). ``-X importtime`` itself adds some cost.
     """
     port = free_port()
-    env = {
+    # The launcher starts Python with -E, so PYTHONPROFILEIMPORTTIME cannot reach it: the bundled
+    # interpreter goes in as SECRETCACHE_PYTHON, wrapped to add -X importtime.
+    wrapper = layer_dir.parent / "python3.13-importtime"
+    command = " ".join(f"'{part}'" for part in bundled_command(layer_dir))
+    wrapper.write_text(f'#!/bin/sh\nexec {command} -X importtime "$@"\n')
+    wrapper.chmod(0o755)
+    env: dict[str, str | None] = {
+        "SECRETCACHE_PYTHON": str(wrapper),
         "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT": str(port),
         "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTHONPROFILEIMPORTTIME": "1",
         **(extra_env or {}),
     }
     with LambdaEmulator(

@@ -22,6 +22,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from bench.startup import bundled_command
+
 REPO = Path(__file__).resolve().parents[1]
 LAYER = REPO / "dist" / "layer" / "secretcache"
 OPERATIONS = {
@@ -128,7 +130,8 @@ def build_slim_data(into: Path) -> dict[str, int]:
 
 
 def run_probe(mode: str, data_path: Path | None) -> dict[str, float]:
-    tag = f"cp{sys.version_info[0]}{sys.version_info[1]}-{os.uname().machine}"
+    """One fresh interpreter: the layer's bundled 3.13 (its vendored wheels are cp313 only)."""
+    tag = f"cp313-{os.uname().machine}"
     env = {
         "PATH": os.environ.get("PATH", ""),
         "PYTHONPATH": os.pathsep.join(
@@ -139,7 +142,7 @@ def run_probe(mode: str, data_path: Path | None) -> dict[str, float]:
     if data_path is not None:
         env["AWS_DATA_PATH"] = str(data_path)
     out = subprocess.run(
-        [sys.executable, "-S", "-c", PROBE, mode],
+        [*bundled_command(LAYER.parent), "-S", "-c", PROBE, mode],
         env=env,
         capture_output=True,
         text=True,

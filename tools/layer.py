@@ -8,9 +8,6 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def layer_dir(arch: str = "x86_64") -> Path:
-    """The built layer unpacked, as Lambda unpacks it into /opt (what RIE gets bind-mounted).
-
-    Today one tree serves both architectures (it carries the compiled dependencies of each);
-    ``arch`` is here for when the layer becomes one tree per architecture.
-    """
-    return REPO / "dist" / "layer"
+    """The built layer of one architecture (Lambda's name: x86_64 or arm64), unpacked as Lambda
+    unpacks it into /opt (what RIE gets bind-mounted): dist/layer-<arch>/."""
+    return REPO / "dist" / f"layer-{arch}"

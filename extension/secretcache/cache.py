@@ -23,6 +23,9 @@ Loader = Callable[[], Awaitable[bytes]]
 ENTRY_OVERHEAD_BYTES = 256
 #: Share of the TTL at the end of an entry's life in which a hit starts a background refresh.
 REFRESH_AHEAD_FRACTION = 0.1
+#: Largest share by which a stored entry's lifetime is shortened at random, so sandboxes started
+#: together do not all go back to AWS in the same second.
+TTL_JITTER_FRACTION = 0.1
 
 
 def _copy_error(error: SecretcacheError) -> SecretcacheError:
@@ -41,7 +44,7 @@ class Policy(NamedTuple):
     #: Seconds past its TTL an entry may be served when a refresh fails transiently; 0 = never.
     max_stale: float = 0.0
     #: Largest share of the TTL cut at random per entry, so sandboxes do not refresh in step.
-    jitter: float = 0.1
+    jitter: float = TTL_JITTER_FRACTION
     #: Share of the TTL at the end of an entry's life in which a hit refreshes in the background.
     refresh_ahead: float = REFRESH_AHEAD_FRACTION
 

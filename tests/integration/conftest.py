@@ -125,7 +125,9 @@ def lambda_sandbox(
     """
     made: list[LambdaEmulator] = []
 
-    def make(module: str, env: dict[str, str] | None = None, **options: object) -> LambdaEmulator:
+    def make(
+        module: str, env: dict[str, str | None] | None = None, **options: object
+    ) -> LambdaEmulator:
         function_env = {
             "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT": str(free_port()),
             **seeded_aws.function_env(),

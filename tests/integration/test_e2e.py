@@ -98,16 +98,25 @@ def test_invalid_configuration_is_an_init_error_naming_the_variable(lambda_sandb
     assert emu.extensions["secretcache"].exit_code not in (None, 0)
 
 
-@pytest.mark.skipif(os.path.exists("/var/lang/bin/python3"), reason="this host has Lambda's python")
-def test_layer_on_a_runtime_without_python_says_it_needs_one(lambda_sandbox):
+def test_layer_serves_when_no_python_is_on_the_path(lambda_sandbox, seeded_aws: SeededAws):
+    """The extension runs on the layer's bundled interpreter: the runtime's Python is not used."""
     emu = lambda_sandbox("urllib_handler", python=None)
-    with pytest.raises(InitError) as err:
-        emu.init()
-    assert err.value.error_type == "Extension.Crash"
-    stderr = emu.logs.text("secretcache", "stderr")
-    assert "needs a Lambda Python runtime" in stderr
-    assert len(stderr.splitlines()) == 1
-    assert emu.extensions["secretcache"].exit_code not in (None, 0)
+    emu.init()
+    result = emu.invoke({})
+    assert result.ok, result.error
+    assert result.payload["invoke"] == seeded_aws.expected()
+    assert emu.shutdown().extensions["secretcache"].exit_code == 0
+
+
+def test_secretcache_python_still_picks_another_python_313(lambda_sandbox, seeded_aws: SeededAws):
+    """The override (e.g. the runtime's /var/lang/bin/python3.13) takes the cp313 folders."""
+    pythons = [p for p in _lambda_pythons() if p.endswith("python3.13")]
+    if not pythons:
+        pytest.skip("no python3.13 installed under /root/.pyenv")
+    emu = lambda_sandbox("urllib_handler", env={"SECRETCACHE_PYTHON": pythons[0]})
+    emu.init()
+    assert emu.invoke({}).payload["invoke"] == seeded_aws.expected()
+    assert emu.shutdown().extensions["secretcache"].exit_code == 0
 
 
 def test_layer_unpacks_with_the_launcher_executable(lambda_sandbox):

@@ -27,7 +27,7 @@ TEMPLATE = REPO / "template.yaml"
 SAM = REPO / ".venv-sam" / "bin" / "sam"
 
 sys.path.insert(0, str(REPO / "layer"))
-import build_layer  # noqa: E402  (layer/ is not a package)
+import pycompile  # noqa: E402  (layer/ is not a package)
 
 
 def sam_env() -> dict[str, str]:
@@ -83,22 +83,64 @@ def test_sam_validate_lint_passes(sam: Path) -> None:
     assert "is a valid SAM Template" in done.stdout + done.stderr
 
 
-def test_layer_supports_python_310_to_313_on_both_architectures(template: dict[str, Any]) -> None:
-    layer = template["Resources"]["SecretcacheLayer"]
+RUNTIME_FAMILIES = (
+    "python3.",
+    "nodejs",
+    "java",
+    "dotnet",
+    "ruby",
+    "provided.al2023",
+    "provided.al2",
+)
+LAYERS = {"SecretcacheLayerX86": "x86_64", "SecretcacheLayerArm64": "arm64"}
+FUNCTIONS = {
+    "ExampleFunction": ("python3.12", "examples/"),
+    "ExampleNodeFunction": ("nodejs22.x", "examples/node/"),
+    "ExampleShellFunction": ("provided.al2023", "examples/shell/"),
+}
+
+
+@pytest.mark.parametrize(("name", "arch"), LAYERS.items())
+def test_one_layer_per_architecture_for_every_runtime_family(
+    template: dict[str, Any], name: str, arch: str
+) -> None:
+    layer = template["Resources"][name]
     assert layer["Type"] == "AWS::Serverless::LayerVersion"
     props = layer["Properties"]
-    assert props["CompatibleRuntimes"] == ["python3.10", "python3.11", "python3.12", "python3.13"]
-    assert props["CompatibleArchitectures"] == ["x86_64", "arm64"]
+    assert props["CompatibleArchitectures"] == [arch]
+    assert props["ContentUri"].rstrip("/") == f"dist/layer-{arch}"
+    runtimes = props["CompatibleRuntimes"]
+    assert len(runtimes) <= 15  # Lambda's limit
+    for family in RUNTIME_FAMILIES:
+        assert any(r.startswith(family) for r in runtimes), family
+    assert {"python3.10", "python3.13", "nodejs22.x", "java21", "provided.al2"} <= set(runtimes)
     assert props["LicenseInfo"] == "Apache-2.0"
-    assert props["ContentUri"].rstrip("/") == "dist/layer"
 
 
-def test_function_policy_grants_exactly_the_three_reads_on_named_resources(
+def test_functions_get_the_layer_of_their_architecture(template: dict[str, Any]) -> None:
+    globals_ = template["Globals"]["Function"]
+    assert globals_["Architectures"] == [{"Ref": "Architecture"}]
+    assert globals_["Layers"] == [
+        {"Fn::If": ["IsArm64", {"Ref": "SecretcacheLayerArm64"}, {"Ref": "SecretcacheLayerX86"}]}
+    ]
+    assert template["Conditions"]["IsArm64"] == {"Fn::Equals": [{"Ref": "Architecture"}, "arm64"]}
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_example_functions_in_three_languages(template: dict[str, Any], name: str) -> None:
+    props = template["Resources"][name]["Properties"]
+    runtime, code = FUNCTIONS[name]
+    assert (props["Runtime"], props["CodeUri"]) == (runtime, code)
+    assert (REPO / code).is_dir()
+    assert props["Policies"] == [{"Ref": "ReadPolicy"}]
+
+
+def test_read_policy_grants_exactly_the_three_reads_on_named_resources(
     template: dict[str, Any],
 ) -> None:
-    function = template["Resources"]["ExampleFunction"]["Properties"]
-    assert function["Layers"] == [{"Ref": "SecretcacheLayer"}]
-    statements = [s for policy in function["Policies"] for s in policy["Statement"]]
+    policy = template["Resources"]["ReadPolicy"]
+    assert policy["Type"] == "AWS::IAM::ManagedPolicy"
+    statements = policy["Properties"]["PolicyDocument"]["Statement"]
     granted = {s["Action"]: s["Resource"] for s in statements}
     assert granted == {
         "secretsmanager:GetSecretValue": {"Ref": "SecretArn"},
@@ -109,29 +151,31 @@ def test_function_policy_grants_exactly_the_three_reads_on_named_resources(
         "kms:Decrypt": {"Ref": "KmsKeyArn"},
     }
     assert all(s["Effect"] == "Allow" for s in statements)
-    assert "*" not in json.dumps(function["Policies"])
+    assert "*" not in json.dumps(statements)
 
 
-def test_function_is_configured_through_the_extensions_variables(
+def test_functions_are_configured_through_the_extensions_variables(
     template: dict[str, Any],
 ) -> None:
-    variables = template["Resources"]["ExampleFunction"]["Properties"]["Environment"]["Variables"]
+    variables = template["Globals"]["Function"]["Environment"]["Variables"]
     for name in (
         "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT",
         "SECRETS_MANAGER_TTL",
         "SSM_PARAMETER_STORE_TTL",
         "SECRETCACHE_KMS_TTL",
+        "SECRET_ID",
+        "PARAMETER_NAME",
     ):
         assert name in variables
 
 
 def test_sam_build_takes_the_built_layer_tree(sam: Path, tmp_path: Path) -> None:
-    """`sam build` copies the example and points the layer at dist/layer/ as ./build.sh left it."""
+    """`sam build` copies the examples and points each layer at its dist/layer-<arch>/."""
     done = subprocess.run(
         [str(REPO / "build.sh"), "layer"], cwd=REPO, capture_output=True, text=True, timeout=900
     )
     assert done.returncode == 0, done.stderr[-4000:]
-    python312 = build_layer.find_interpreter("3.12")
+    python312 = pycompile.find_interpreter("3.12")
     if python312 is None:
         pytest.skip("sam build needs python3.12 on PATH for the example function")
     env = sam_env()
@@ -156,11 +200,21 @@ def test_sam_build_takes_the_built_layer_tree(sam: Path, tmp_path: Path) -> None
     )
     assert done.returncode == 0, done.stdout + done.stderr
     built = yaml.load((build_dir / "template.yaml").read_text(), Loader=CfnLoader)
-    content = build_dir / built["Resources"]["SecretcacheLayer"]["Properties"]["ContentUri"]
-    assert (content / "extensions" / "secretcache").stat().st_mode & 0o111
-    assert (content / "python" / "secretcache_client" / "__init__.py").is_file()
-    code = build_dir / built["Resources"]["ExampleFunction"]["Properties"]["CodeUri"]
-    assert (code / "app.py").is_file()
+    for name, arch in LAYERS.items():
+        content = build_dir / built["Resources"][name]["Properties"]["ContentUri"]
+        assert (content / "extensions" / "secretcache").stat().st_mode & 0o111
+        assert (content / "secretcache" / "python" / "bin" / "python3.13").stat().st_mode & 0o111
+        loader = {"x86_64": "ld-linux-x86-64.so.2", "arm64": "ld-linux-aarch64.so.1"}[arch]
+        assert (content / "secretcache" / "python" / "lib" / loader).stat().st_mode & 0o111
+        assert (content / "python" / "secretcache_client" / "__init__.py").is_file()
+    for name, entry in (
+        ("ExampleFunction", "app.py"),
+        ("ExampleNodeFunction", "index.mjs"),
+        ("ExampleShellFunction", "bootstrap"),
+    ):
+        code = build_dir / built["Resources"][name]["Properties"]["CodeUri"]
+        assert (code / entry).is_file(), name
+    assert (code / "bootstrap").stat().st_mode & 0o111
 
 
 # --------------------------------------------------------------------------- sam local invoke
@@ -224,10 +278,11 @@ def test_sam_local_invoke_runs_the_example_with_the_layer(
     # A copy of the template whose function also names AWS_ENDPOINT_URL (sam local passes only
     # variables the template declares), with absolute paths.
     tmpl = yaml.load(TEMPLATE.read_text(), Loader=CfnLoader)
-    tmpl["Resources"]["SecretcacheLayer"]["Properties"]["ContentUri"] = str(REPO / "dist" / "layer")
+    for name, arch in LAYERS.items():
+        tmpl["Resources"][name]["Properties"]["ContentUri"] = str(REPO / "dist" / f"layer-{arch}")
     fn = tmpl["Resources"]["ExampleFunction"]["Properties"]
     fn["CodeUri"] = str(REPO / "examples")
-    fn["Environment"]["Variables"]["AWS_ENDPOINT_URL"] = moto_url
+    tmpl["Globals"]["Function"]["Environment"]["Variables"]["AWS_ENDPOINT_URL"] = moto_url
     local_template = tmp_path / "template.json"
     local_template.write_text(json.dumps(tmpl, indent=1))
 

@@ -8,7 +8,14 @@ event loop in a daemon thread:
     proxy.set_fault(Fault.throttle(), count=3)                # the next 3 requests are throttled
     proxy.set_fault(Fault.aws_error(400, "AccessDeniedException"), target="GetSecretValue")
     proxy.set_fault(Fault.down())                             # refuse connections (moto stopped)
+    proxy.set_rate_limit(8.0, target_prefix="AmazonSSM.")     # AWS's TPS limit: a token bucket
     proxy.clear()
+
+A rate limit is a token bucket of `tps` tokens a second holding at most `burst` seconds' worth,
+shared by every request whose X-Amz-Target starts with `target_prefix` (Parameter Store's limit
+is shared by GetParameter, GetParameters and GetParametersByPath); a request that finds it empty
+is answered as AWS answers over its limit (400 ThrottlingException, "Rate exceeded") and counted
+with fault "rate". Faults set with `set_fault` are applied first.
 
 Requests are counted per operation (`X-Amz-Target`, e.g. `secretsmanager.GetSecretValue`) and
 per (operation, identifier) where the identifier is the request's SecretId / Name, with the
@@ -37,7 +44,7 @@ _MAX_HEAD = 64 * 1024
 class Fault:
     """What to do with a request instead of (or before) forwarding it."""
 
-    kind: str  # pass | latency | error | reset | truncate | down
+    kind: str  # pass | latency | error | reset | truncate | down | rate (over a rate limit)
     delay: float = 0.0
     status: int = 0
     error_type: str = ""
@@ -100,8 +107,29 @@ class _Rule:
 
 
 @dataclass
+class _RateLimit:
+    target_prefix: str
+    tps: float
+    capacity: float
+    tokens: float
+    refilled: float
+
+    def admit(self, now: float) -> bool:
+        self.tokens = min(self.capacity, self.tokens + (now - self.refilled) * self.tps)
+        self.refilled = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+RATE_EXCEEDED = Fault("rate", status=400, error_type="ThrottlingException")
+
+
+@dataclass
 class _State:
     rules: list[_Rule] = field(default_factory=list)
+    limits: list[_RateLimit] = field(default_factory=list)
     calls: list[Call] = field(default_factory=list)
     inflight: Counter[tuple[str, str]] = field(default_factory=Counter)
 
@@ -170,10 +198,22 @@ class FaultProxy:
         with self._lock:
             self._state.rules.append(_Rule(fault, count, target, identifier))
 
+    def set_rate_limit(self, tps: float, *, burst: float = 1.0, target_prefix: str = "") -> None:
+        """Throttle requests whose X-Amz-Target starts with `target_prefix` above `tps` a second.
+
+        The bucket starts full and holds `burst` seconds of the rate (at least one token).
+        """
+        capacity = max(1.0, tps * burst)
+        with self._lock:
+            self._state.limits.append(
+                _RateLimit(target_prefix, tps, capacity, capacity, time.monotonic())
+            )
+
     def clear(self) -> None:
-        """Back to forwarding everything; listen again if down."""
+        """Back to forwarding everything (no faults, no rate limits); listen again if down."""
         with self._lock:
             self._state.rules.clear()
+            self._state.limits.clear()
         if self._down:
             self._run(self._listen())
 
@@ -232,6 +272,10 @@ class FaultProxy:
                         continue
                     rule.remaining -= 1
                 return rule.fault
+            now = time.monotonic()
+            for limit in self._state.limits:
+                if target.startswith(limit.target_prefix) and not limit.admit(now):
+                    return RATE_EXCEEDED
         return PASS
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -268,10 +312,11 @@ class FaultProxy:
             if fault.kind == "reset":
                 _reset(writer)
                 return False
-            if fault.kind == "error":
-                payload = json.dumps(
-                    {"__type": fault.error_type, "message": f"injected {fault.error_type}"}
-                ).encode()
+            if fault.kind in ("error", "rate"):
+                message = (
+                    "Rate exceeded" if fault.kind == "rate" else f"injected {fault.error_type}"
+                )
+                payload = json.dumps({"__type": fault.error_type, "message": message}).encode()
                 writer.write(_response_head(fault.status, _AWS_JSON, len(payload)) + payload)
                 await writer.drain()
                 return True

@@ -29,9 +29,10 @@ Usage::
     ``memory_mb``, ``session_token`` (random by default; the extension's token).
     ``init_timeout`` (10 s), ``shutdown_timeout`` (2 s), ``function_timeout`` (30 s): Lambda's
     budgets, shorter in unit tests.
-    ``python``: the interpreter given to the layer as ``SECRETCACHE_PYTHON`` (stand-in for
+    ``python``: the interpreter first on every process's ``PATH`` (stand-in for
     ``/var/lang/bin/python3``; default: the real interpreter behind this one). ``python=None``
-    emulates a runtime without Python: no ``SECRETCACHE_PYTHON`` and no python on ``PATH``.
+    emulates a runtime without Python: no python on ``PATH``. (The layer runs its bundled
+    interpreter either way; a function sets ``SECRETCACHE_PYTHON`` in ``env`` to override it.)
     ``runtime_python``: interpreter of the runtime process (default: the same real interpreter);
     it runs with ``-S`` and ``PYTHONPATH`` = code dir + ``/opt/python`` unless
     ``runtime_site_packages=True``.

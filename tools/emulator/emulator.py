@@ -620,7 +620,9 @@ class LambdaEmulator:
         if self.endpoint_url:
             env["AWS_ENDPOINT_URL"] = self.endpoint_url
         if self.python:
-            env["SECRETCACHE_PYTHON"] = self.python
+            # A Python runtime: its interpreter on PATH (the layer's launcher no longer looks
+            # for one: it runs its bundled interpreter unless the function sets SECRETCACHE_PYTHON).
+            env["PATH"] = f"{Path(self.python).parent}:{env['PATH']}"
         else:
             env["PATH"] = path_without_python(self.workdir / "bin-no-python")
         (self.workdir / "home").mkdir(exist_ok=True)

@@ -119,8 +119,9 @@ class RieSandbox:
     ``rie.inits()`` the INIT timelines read from RIE's log.
 
     ``layer``: the unpacked layer directory (default: the built one, :func:`tools.layer.layer_dir`).
-    ``extension_python``: given to the layer's launcher as ``SECRETCACHE_PYTHON`` (stand-in for
-    the runtime's ``/var/lang/bin/python3``); None gives none. ``runtime_argv``: the runtime
+    ``extension_python``: given to the layer's launcher as ``SECRETCACHE_PYTHON`` (the override
+    of its bundled interpreter; a python3.13, since the layer ships cp313 dependencies only);
+    None (the default) gives none, as on Lambda. ``runtime_argv``: the runtime
     command (default ``<python> -S -m awslambdaric <handler>``; ``isolated=False`` drops ``-S``
     so the handler also sees that interpreter's site-packages). ``session_token``: the
     function's ``AWS_SESSION_TOKEN``, which is the extension's token (random by default).
@@ -142,7 +143,7 @@ class RieSandbox:
         session_token: str | None = None,
         credentials: tuple[str, str] = ("testing", "testing"),
         python: str | None = None,
-        extension_python: str | object | None = ...,
+        extension_python: str | None = None,
         isolated: bool = True,
         runtime_argv: list[str] | None = None,
         arch: str = "x86_64",
@@ -157,7 +158,7 @@ class RieSandbox:
         self.function_name = function_name
         self.session_token = session_token or secrets.token_urlsafe(32)
         self.python = python or default_python()
-        self.extension_python = self.python if extension_python is ... else extension_python
+        self.extension_python = extension_python
         self.logs = LogCapture()
         self._echo = echo
         self._proc: subprocess.Popen[bytes] | None = None
