@@ -124,8 +124,10 @@ def _worker(index: int, conn: multiprocessing.connection.Connection, barrier: An
             return
         kind, target, count, parties = message
         try:
-            reader = readers.get(kind) or make_reader(kind, target, index)
-            readers[kind] = reader
+            # Keyed by port too: the same kind against another sandbox needs its own connection.
+            key = f"{kind}:{target.port}"
+            reader = readers.get(key) or make_reader(kind, target, index)
+            readers[key] = reader
             if parties > 1:
                 barrier.wait(60)
             conn.send(("ok", timed_loop(reader, count)))

@@ -1,4 +1,4 @@
-"""The targets of issue 6 evaluated against the measured figures, and the printed table.
+"""The targets of issues 6, 11 and 13 evaluated against the measured figures, and the printed table.
 
 Memory targets say "MB"; Lambda's memory settings are MiB, and so are the figures here.
 """
@@ -15,7 +15,7 @@ TARGETS: list[tuple[str, str, str, str, float, tuple[str, ...]]] = [
         "ms",
         "<=",
         20,
-        ("startup", "with_pyc", "exec_to_register_ms", "median"),
+        ("startup", "lean_with_pyc", "exec_to_register_ms", "median"),
     ),
     (
         "exec_to_ready",
@@ -23,10 +23,34 @@ TARGETS: list[tuple[str, str, str, str, float, tuple[str, ...]]] = [
         "ms",
         "<=",
         170,
-        ("startup", "with_pyc", "exec_to_ready_ms", "median"),
+        ("startup", "lean_with_pyc", "exec_to_ready_ms", "median"),
+    ),
+    (
+        "first_secret",
+        "exec -> first secret at INIT (median, .pyc, lean)",
+        "ms",
+        "<=",
+        100,
+        ("startup", "lean_with_pyc", "exec_to_first_secret_ms", "median"),
+    ),
+    (
+        "cpu_first_secret",
+        "CPU to first secret, lean / SDK (medians)",
+        "x",
+        "<=",
+        0.5,
+        ("ratios", "cpu_to_first_secret_lean_over_sdk"),
+    ),
+    (
+        "rss_three_services",
+        "RSS after first read of all 3 services (lean)",
+        "MiB",
+        "<=",
+        35,
+        ("memory_by_service", "lean", "rss_after_kms_mib"),
     ),
     ("rss_ready", "RSS at ready", "MiB", "<=", 40, ("memory", "rss_ready_mib")),
-    ("rss_sdk", "RSS after the SDK loaded", "MiB", "<=", 65, ("memory", "rss_sdk_loaded_mib")),
+    ("rss_sdk", "RSS once /health is ok", "MiB", "<=", 65, ("memory", "rss_sdk_loaded_mib")),
     (
         "rss_per_1000",
         "RSS added per 1000 entries of 4 KiB",
@@ -86,6 +110,18 @@ TARGETS: list[tuple[str, str, str, str, float, tuple[str, ...]]] = [
 ]
 
 
+#: Cold-start variants (bench/run.py startup_variants) and their column headings.
+STARTUP_VARIANTS = {
+    "sdk_with_pyc": "sdk .pyc",
+    "lean_with_pyc": "lean .pyc",
+    "sdk_without_pyc": "sdk no .pyc",
+    "lean_without_pyc": "lean no .pyc",
+    "with_pyc": "bundled .pyc",
+    "without_pyc": "bundled no .pyc",
+    "runtime_python": "runtime 3.13",
+}
+
+
 def _dig(data: Any, path: tuple[str, ...]) -> Any:
     for key in path:
         if not isinstance(data, dict) or key not in data:
@@ -110,6 +146,10 @@ def ratios(results: dict[str, Any]) -> dict[str, float | None]:
         "client_hit_over_floor": div(p50("client_hit"), p50("floor")),
         "client_hit_over_powertools": div(p50("client_hit"), p50("powertools")),
         "miss_over_boto3": div(p50("miss"), p50("boto3")),
+        "cpu_to_first_secret_lean_over_sdk": div(
+            _dig(results, ("startup", "lean_with_pyc", "cpu_ms_to_first_secret", "median")),
+            _dig(results, ("startup", "sdk_with_pyc", "cpu_ms_to_first_secret", "median")),
+        ),
     }
 
 
@@ -159,50 +199,82 @@ def render(results: dict[str, Any]) -> str:
     ]
     su = results.get("startup")
     if su:
+        variants = [v for v in STARTUP_VARIANTS if v in su]
         lines += [
             "",
             f"START-UP  ms from the extension's exec, {su['count']} cold starts each"
             "                 median / p99",
-            f"  {'':<50}{'bundled .pyc':>18}{'bundled no .pyc':>18}{'runtime 3.13':>18}",
+            f"  {'':<46}" + "".join(f"{STARTUP_VARIANTS[v]:>16}" for v in variants),
         ]
         rows = [
             ("exec -> main() (launcher + interpreter)", "exec_to_main_ms"),
             ("exec -> register", "exec_to_register_ms"),
             ("exec -> listening (serving reads)", "exec_to_listening_ms"),
             ("exec -> ready (event/next)", "exec_to_ready_ms"),
-            ("exec -> AWS SDK loaded (background)", "exec_to_sdk_loaded_ms"),
+            ("exec -> AWS client ready (background)", "exec_to_sdk_loaded_ms"),
             ("exec -> runtime started", "exec_to_runtime_exec_ms"),
             ("exec -> first secret served (read at INIT)", "exec_to_first_secret_ms"),
+            ("CPU ms used, exec -> first secret", "cpu_ms_to_first_secret"),
+            ("RSS MiB when the first secret is served", "rss_mib_at_first_secret"),
             ("INIT duration (extension + runtime)", "init_duration_ms"),
         ]
         for label, key in rows:
             cells = []
-            for variant in ("with_pyc", "without_pyc", "runtime_python"):
-                s = (su.get(variant) or {}).get(key)
-                cells.append(f"{_f(s['median'])} / {_f(s['p99'])}" if s else "-")
-            lines.append(f"  {label:<50}{cells[0]:>18}{cells[1]:>18}{cells[2]:>18}")
+            for variant in variants:
+                s = su[variant].get(key) or {}
+                cells.append(f"{_f(s.get('median'))} / {_f(s.get('p99'))}" if s else "-")
+            lines.append(f"  {label:<46}" + "".join(f"{c:>16}" for c in cells))
         b = su.get("bare_interpreter_spawn_to_exit_ms") or {}
         if "median" in b:  # results written before the bundled interpreter
             b = {"runtime_python": b}
         bundled, runtime = b.get("bundled") or {}, b.get("runtime_python") or {}
         lines.append(
-            f"  {'baseline: python -S -c pass, spawn -> exit':<50}"
-            f"{_f(bundled.get('median')) + ' / ' + _f(bundled.get('p99')):>18}{'':>18}"
-            f"{_f(runtime.get('median')) + ' / ' + _f(runtime.get('p99')):>18}"
+            f"  {'baseline: python -S -c pass, spawn -> exit':<46}"
+            f"bundled {_f(bundled.get('median'))} / {_f(bundled.get('p99'))}, "
+            f"runtime 3.13 {_f(runtime.get('median'))} / {_f(runtime.get('p99'))}"
         )
-        if su.get("runtime_python_path"):
+        if "lean_with_pyc" in su:
             lines.append(
-                f"  bundled = the layer's own Debian 3.13; runtime 3.13 = the extension on "
-                f"{su['runtime_python_path']} (SECRETCACHE_PYTHON), as on the python3.13 runtime"
+                "  sdk / lean = SECRETCACHE_UPSTREAM on the layer's own Debian 3.13 (bundled)"
+            )
+        if su.get("runtime_python_path"):
+            upstream = "lean" if "lean_with_pyc" in su else "the extension"
+            lines.append(
+                f"  runtime 3.13 = {upstream} on {su['runtime_python_path']} (SECRETCACHE_PYTHON),"
+                " as on the python3.13 runtime"
+            )
+    mbs = results.get("memory_by_service")
+    if mbs:
+        ups = [u for u in ("sdk", "lean") if u in mbs]
+        lines += [
+            "",
+            "MEMORY BY SERVICE  extension RSS (MiB) after the first read of each service in turn,"
+            " bundled interpreter",
+            f"  {'':<50}" + "".join(f"{u:>10}" for u in ups),
+        ]
+        for label, key in (
+            ("at ready (event/next)", "rss_ready_mib"),
+            ("after the first Secrets Manager read", "rss_after_secretsmanager_mib"),
+            ("after the first SSM read", "rss_after_ssm_mib"),
+            ("after the first KMS decrypt", "rss_after_kms_mib"),
+            ("settled (/health ok, background loads done)", "rss_settled_mib"),
+            ("CPU s used after the three reads", "cpu_s_after_three_reads"),
+            ("CPU s used, settled", "cpu_s_settled"),
+        ):
+            lines.append(
+                f"  {label:<50}"
+                + "".join(f"{_f(mbs[u].get(key), 2 if 'cpu' in key else 1):>10}" for u in ups)
             )
     mem = results.get("memory")
     if mem:
         lines += [
             "",
-            "MEMORY  extension RSS (VmRSS), MiB",
+            "MEMORY  extension RSS (VmRSS), MiB, the default upstream",
             f"  {'at ready (event/next)':<50}{_f(mem['rss_ready_mib']):>10}",
-            f"  {'after the AWS SDK loaded (/health ok)':<50}{_f(mem['rss_sdk_loaded_mib']):>10}",
+            f"  {'once /health is ok':<50}{_f(mem['rss_sdk_loaded_mib']):>10}",
             f"  {'after the first read':<50}{_f(mem['rss_after_first_read_mib']):>10}",
+            f"  {'after a batchget (an aiohttp route: loads it)':<50}"
+            f"{_f(mem.get('rss_after_aiohttp_mib')):>10}",
             f"  {'after ' + str(mem['fill']['secrets']) + ' cached entries of 4 KiB':<50}"
             f"{_f(mem['rss_after_fill_mib']):>10}",
             f"  {'added per 1000 entries':<50}{_f(mem['added_per_1000_entries_mib']):>10}",
@@ -211,13 +283,14 @@ def render(results: dict[str, Any]) -> str:
     if by:
         lines += [
             "",
-            f"MEMORY BY INTERPRETER  extension RSS, MiB{'bundled':>21}{'runtime 3.13':>14}",
+            "MEMORY BY INTERPRETER  extension RSS, MiB, lean upstream"
+            f"{'bundled':>18}{'runtime 3.13':>14}",
         ]
         for label, key in (
             ("at ready", "rss_ready_mib"),
-            ("after the SDK loaded", "rss_sdk_loaded_mib"),
+            ("once /health is ok", "rss_sdk_loaded_mib"),
         ):
-            bundled = (by.get("with_pyc") or {}).get(key)
+            bundled = (by.get("bundled") or by.get("with_pyc") or {}).get(key)
             runtime = (by.get("runtime_python") or {}).get(key)
             lines.append(f"  {label:<50}{_f(bundled):>10}{_f(runtime):>14}")
     reads = results.get("reads")
@@ -225,7 +298,8 @@ def render(results: dict[str, Any]) -> str:
         names = {
             "client_hit": "hit, secretcache_client.get_secret",
             "http_hit": "hit, raw http.client keep-alive",
-            "miss": "miss (refreshNow=true -> moto)",
+            "miss": "miss (refreshNow=true -> moto), lean",
+            "miss_sdk": "miss (refreshNow=true -> moto), SDK",
             "boto3": "direct boto3 get_secret_value -> moto",
             "powertools": "Powertools get_secret (in-process cache)",
             "floor": "floor: bare asyncio loopback HTTP",
@@ -244,6 +318,15 @@ def render(results: dict[str, Any]) -> str:
             lines.append(
                 f"  {label:<42}{_f(s['median']):>8}{_f(s['p99']):>9}{_f(s['reads_per_s']):>10}"
                 f"{_f(c['median']):>8}{_f(c['p99']):>9}{_f(c['reads_per_s']):>10}"
+            )
+        cpu = {
+            k: (reads.get(k) or {}).get("sequential", {}).get("server_cpu_us_per_read")
+            for k in ("miss", "miss_sdk")
+        }
+        if cpu["miss"] is not None:
+            lines.append(
+                f"  extension CPU per miss (1 client): lean {_f(cpu['miss'])} us, "
+                f"SDK {_f(cpu['miss_sdk'])} us"
             )
         r = results.get("ratios") or {}
         lines.append(
@@ -293,17 +376,19 @@ def render(results: dict[str, Any]) -> str:
                 f"{_f(row['rss_after_call_mib']['median']):>15}"
                 f"{_f(row['rss_added_mib']['median']):>15}"
             )
-    prof = results.get("import_profile")
-    if prof:
+    profiles = results.get("import_profile") or {}
+    if "exec_to_ready_ms" in profiles:  # a run from before the upstream comparison
+        profiles = {"sdk": profiles}
+    for upstream, prof in profiles.items():
         lines += [
             "",
-            f"START-UP IMPORTS  one cold start under -X importtime (exec -> ready "
-            f"{_f(prof['exec_to_ready_ms'])} ms with the profiler on)",
+            f"START-UP IMPORTS ({upstream})  one cold start under -X importtime "
+            f"(exec -> ready {_f(prof['exec_to_ready_ms'])} ms with the profiler on)",
             "  before event/next (top-level, cumulative ms): "
             + ", ".join(
                 f"{r['module']} {r['cumulative_ms']:.1f}" for r in prof["critical_path_top"][:8]
             ),
-            "  after (SDK loader thread): "
+            "  after (background threads): "
             + ", ".join(
                 f"{r['module']} {r['cumulative_ms']:.1f}" for r in prof["after_ready_top"][:5]
             ),

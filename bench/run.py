@@ -1,17 +1,20 @@
 """``python -m bench [--quick]``: measure the built layer and print figures against the targets.
 
 Order of the run (every process on loopback; moto server is AWS):
-1. cold starts on the emulator, with and without the shipped ``.pyc``, interleaved;
-   and, interleaved with them, the extension on a runtime's python3.13 (SECRETCACHE_PYTHON)
-   next to the layer's bundled interpreter;
-2. one cold start under ``-X importtime`` (what the start-up spends importing);
-3. one long-lived sandbox: RSS at ready, after the SDK loaded, after 1000 cached 4 KiB secrets;
-4. read latency from handler-like worker processes, sequential and 8 at once, for the extension
+1. cold starts on the emulator, interleaved: both upstreams (``SECRETCACHE_UPSTREAM`` sdk and
+   lean) on the bundled interpreter with the shipped ``.pyc``, lean without ``.pyc``, and lean
+   on a runtime's python3.13 (SECRETCACHE_PYTHON);
+2. one cold start per upstream under ``-X importtime`` (what the start-up spends importing);
+   RSS at ready and once /health is ok, bundled interpreter versus the runtime's python3.13;
+3. per upstream, RSS and CPU after the first read of each service (Secrets Manager, SSM, KMS);
+4. one long-lived sandbox: RSS at ready, after the SDK loaded, after 1000 cached 4 KiB secrets;
+5. read latency from handler-like worker processes, sequential and 8 at once, for the extension
    (hit via secretcache_client, hit via http.client, miss) and, in the same run, direct boto3,
-   Powertools' cached get_secret and a bare asyncio loopback server (the floor);
-5. throughput with 8 connections (wrk), against the extension and against the floor;
-6. the function's own import: secretcache_client versus boto3 versus Powertools;
-7. what the exec wrapper (secrets as environment variables) adds to INIT: 0, 1, 10, 50 references.
+   Powertools' cached get_secret and a bare asyncio loopback server (the floor); the miss
+   again on an SDK-upstream sandbox;
+6. throughput with 8 connections (wrk), against the extension and against the floor;
+7. the function's own import: secretcache_client versus boto3 versus Powertools;
+8. what the exec wrapper (secrets as environment variables) adds to INIT: 0, 1, 10, 50 references.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -44,6 +47,9 @@ from bench.memory import RssSampler, rss_kib  # noqa: E402
 from bench.reads import Target, WorkerPool  # noqa: E402
 from bench.stats import summary  # noqa: E402
 from tools.cli import interrupts_as_exit  # noqa: E402
+
+if TYPE_CHECKING:
+    from tools.emulator import LambdaEmulator
 
 LAYER_ZIP = REPO / "dist" / "secretcache-layer.zip"
 RESULTS = Path(__file__).resolve().parent / "results.json"
@@ -60,9 +66,13 @@ HIT_VALUE = json.dumps(
         "password": "c8f1e2a9-6b7d-4e3f-9a10-2f4b5c6d7e8f",
     }
 )
+BENCH_PARAMETER = "/bench/db-password"
 FILL_COUNT = 1000
 FILL_BYTES = 4096
 MISS_SECRETS = tuple(f"bench/miss-{i}" for i in range(8))
+#: The two ways of calling AWS, measured side by side (SECRETCACHE_UPSTREAM).
+UPSTREAMS = ("sdk", "lean")
+UPSTREAM_VAR = "SECRETCACHE_UPSTREAM"
 
 
 def fill_name(i: int) -> str:
@@ -103,8 +113,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 # ----------------------------------------------------------------------------- set-up
 
 
-def seed_moto(moto: Any) -> None:
-    """The hit secret, 8 small secrets for misses, and 1000 secrets of 4 KiB for the memory fill."""
+def seed_moto(moto: Any) -> str:
+    """The hit secret, 8 small secrets for misses, 1000 secrets of 4 KiB for the memory fill,
+    one SecureString parameter and one KMS ciphertext; returns the ciphertext (base64)."""
+    import base64
+
+    moto.client("ssm").put_parameter(
+        Name=BENCH_PARAMETER, Value="c8f1e2a9-6b7d", Type="SecureString"
+    )
+    kms = moto.client("kms")
+    key_id = kms.create_key()["KeyMetadata"]["KeyId"]
+    blob = kms.encrypt(KeyId=key_id, Plaintext=b"c8f1e2a9-6b7d")["CiphertextBlob"]
     sm = moto.client("secretsmanager")
     sm.create_secret(Name=HIT_SECRET, SecretString=HIT_VALUE)
     for name in MISS_SECRETS:
@@ -116,6 +135,7 @@ def seed_moto(moto: Any) -> None:
 
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(create, range(FILL_COUNT)))
+    return base64.b64encode(blob).decode("ascii")
 
 
 def start_floor_server(
@@ -155,6 +175,20 @@ def get(port: int, token: str, path: str) -> tuple[int, bytes]:
     from tools.net import http_request
 
     result = http_request(port, "GET", path, headers={TOKEN_HEADER: token}, timeout=30)
+    return result.status, result.body
+
+
+def post(port: int, token: str, path: str, document: dict[str, Any]) -> tuple[int, bytes]:
+    from tools.net import http_request
+
+    result = http_request(
+        port,
+        "POST",
+        path,
+        headers={TOKEN_HEADER: token, "Content-Type": "application/json"},
+        body=json.dumps(document).encode(),
+        timeout=30,
+    )
     return result.status, result.body
 
 
@@ -200,15 +234,26 @@ def note(message: str) -> None:
 
 
 def startup_variants(layers: dict[str, Path]) -> dict[str, tuple[Path, dict[str, str | None]]]:
-    """name -> (unpacked layer, function environment): bundled with and without .pyc, and the
-    runtime-Python path (a python3.13 of this machine as SECRETCACHE_PYTHON) where there is one."""
+    """name -> (unpacked layer, function environment), four cold starts per round:
+
+    - ``sdk_with_pyc`` / ``lean_with_pyc``: the two upstreams on the bundled interpreter and the
+      shipped .pyc (issue 13's comparison);
+    - ``lean_without_pyc``: the chosen upstream with every ``__pycache__`` removed;
+    - ``runtime_python``: the chosen upstream on a python3.13 of this machine as
+      SECRETCACHE_PYTHON (issue 11's bundled-vs-runtime comparison), where there is one.
+    """
+    bundled = dict(startup.BUNDLED)
     variants: dict[str, tuple[Path, dict[str, str | None]]] = {
-        "with_pyc": (layers["with_pyc"], dict(startup.BUNDLED)),
-        "without_pyc": (layers["without_pyc"], dict(startup.BUNDLED)),
+        f"{upstream}_with_pyc": (layers["with_pyc"], {**bundled, UPSTREAM_VAR: upstream})
+        for upstream in UPSTREAMS
     }
+    variants["lean_without_pyc"] = (layers["without_pyc"], {**bundled, UPSTREAM_VAR: "lean"})
     python = startup.runtime_python()
     if python is not None:
-        variants["runtime_python"] = (layers["with_pyc"], {"SECRETCACHE_PYTHON": python})
+        variants["runtime_python"] = (
+            layers["with_pyc"],
+            {"SECRETCACHE_PYTHON": python, UPSTREAM_VAR: "lean"},
+        )
     return variants
 
 
@@ -237,8 +282,8 @@ def run_startup(layers: dict[str, Path], moto_url: str, count: int) -> dict[str,
     return out
 
 
-def run_import_profile(layer_dir: Path, moto_url: str) -> dict[str, Any]:
-    profile = startup.import_profile(layer_dir, moto_url)
+def run_import_profile(layer_dir: Path, moto_url: str, upstream: str) -> dict[str, Any]:
+    profile = startup.import_profile(layer_dir, moto_url, {UPSTREAM_VAR: upstream})
     rows = sorted(profile["imports"], key=lambda r: r["cumulative_ms"], reverse=True)
     critical = [r for r in rows if r["before_ready"]]
     background = [r for r in rows if not r["before_ready"]]
@@ -252,15 +297,69 @@ def run_import_profile(layer_dir: Path, moto_url: str) -> dict[str, Any]:
     }
 
 
+def run_memory_by_service(
+    layer_dir: Path, moto_url: str, upstream: str, ciphertext: str
+) -> dict[str, Any]:
+    """On the bundled interpreter: RSS at ready, then after the first read of each service in
+    turn (each a miss to moto), then once every background load has finished; and the
+    extension's CPU seconds so far."""
+    from tools.emulator import LambdaEmulator
+    from tools.net import free_port
+
+    port = free_port()
+    env: dict[str, str | None] = {
+        **startup.BUNDLED,
+        "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT": str(port),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        UPSTREAM_VAR: upstream,
+    }
+    with LambdaEmulator(
+        layer_dir, startup.FIXTURES, "noop.handler", env, endpoint_url=moto_url
+    ) as emu:
+        pid, rss_ready_mib = _init_sampled(emu)
+        token = emu.session_token
+        out: dict[str, Any] = {"rss_ready_mib": rss_ready_mib}
+        reads = (
+            (
+                "secretsmanager",
+                lambda: get(port, token, f"/secretsmanager/get?secretId={HIT_SECRET}"),
+            ),
+            (
+                "ssm",
+                lambda: get(
+                    port,
+                    token,
+                    f"/systemsmanager/parameters/get?name={BENCH_PARAMETER}&withDecryption=true",
+                ),
+            ),
+            ("kms", lambda: post(port, token, "/kms/decrypt", {"CiphertextBlob": ciphertext})),
+        )
+        for service, read in reads:
+            status, body = read()
+            if status != 200:
+                raise RuntimeError(f"{service} read answered {status}: {body[:300]!r}")
+            out[f"rss_after_{service}_mib"] = _mib(rss_kib(pid))
+        out["cpu_s_after_three_reads"] = round(cpu_seconds(pid), 3)
+        startup.wait_healthy(port)
+        time.sleep(0.5)  # whatever still loads in the background (aiohttp, SDK clients)
+        out["rss_settled_mib"] = _mib(rss_kib(pid))
+        out["cpu_s_settled"] = round(cpu_seconds(pid), 3)
+    note(f"memory by service ({upstream}): {out}")
+    return out
+
+
 def run_memory_by_interpreter(layers: dict[str, Path], moto_url: str) -> dict[str, Any]:
-    """RSS at ready and after the SDK loaded, for each interpreter variant, measured alike."""
+    """RSS at ready and once /health is ok, on the bundled interpreter and on the runtime's
+    python3.13 (where there is one), both with the chosen (lean) upstream, measured alike."""
     from tools.emulator import LambdaEmulator
     from tools.net import free_port
 
     out: dict[str, Any] = {}
-    for name, (layer_dir, variant_env) in startup_variants(layers).items():
-        if name == "without_pyc":
+    variants = startup_variants(layers)
+    for name, variant in (("bundled", "lean_with_pyc"), ("runtime_python", "runtime_python")):
+        if variant not in variants:
             continue
+        layer_dir, variant_env = variants[variant]
         port = free_port()
         env = {
             **variant_env,
@@ -270,20 +369,10 @@ def run_memory_by_interpreter(layers: dict[str, Path], moto_url: str) -> dict[st
         with LambdaEmulator(
             layer_dir, startup.FIXTURES, "noop.handler", env, endpoint_url=moto_url
         ) as emu:
-            sampler = RssSampler(functools.partial(emu.pid, "secretcache")).start()
-            try:
-                init = emu.init()
-            finally:
-                sampler.stop()
-            ext = init.extensions["secretcache"]
-            pid = emu.pid("secretcache")
-            assert pid is not None and ext.ready_at is not None
+            pid, rss_ready_mib = _init_sampled(emu)
             startup.wait_healthy(port)
             time.sleep(0.2)
-            out[name] = {
-                "rss_ready_mib": _mib(sampler.at(ext.ready_at)),
-                "rss_sdk_loaded_mib": _mib(rss_kib(pid)),
-            }
+            out[name] = {"rss_ready_mib": rss_ready_mib, "rss_sdk_loaded_mib": _mib(rss_kib(pid))}
     note(f"memory by interpreter: {out}")
     return out
 
@@ -308,16 +397,9 @@ def run_sandbox(
                 layers["with_pyc"], startup.FIXTURES, "noop.handler", env, endpoint_url=moto_url
             )
         )
-        sampler = RssSampler(lambda: emu.pid("secretcache")).start()
-        try:
-            init = emu.init()
-        finally:
-            sampler.stop()
-        ext = init.extensions["secretcache"]
-        pid = emu.pid("secretcache")
-        assert pid is not None and ext.ready_at is not None
+        pid, rss_ready_mib = _init_sampled(emu)
         token = emu.session_token
-        memory: dict[str, Any] = {"rss_ready_mib": _mib(sampler.at(ext.ready_at))}
+        memory: dict[str, Any] = {"rss_ready_mib": rss_ready_mib}
         startup.wait_healthy(port)
         time.sleep(0.2)  # let the loader thread finish whatever follows "ok" (client creation)
         memory["rss_sdk_loaded_mib"] = _mib(rss_kib(pid))
@@ -326,6 +408,12 @@ def run_sandbox(
             raise RuntimeError(f"first read answered {status}: {body[:300]!r}")
         hit_body_size = len(body)
         memory["rss_after_first_read_mib"] = _mib(rss_kib(pid))
+        # The fill goes through /secretsmanager/batchget, an aiohttp route: load aiohttp first so
+        # "added per 1000 entries" counts entries only.
+        status, body = get(port, token, f"/secretsmanager/batchget?secretId={HIT_SECRET}")
+        if status != 200:
+            raise RuntimeError(f"batchget answered {status}: {body[:300]!r}")
+        memory["rss_after_aiohttp_mib"] = _mib(rss_kib(pid))
         filled = _fill_cache(port, token)
         metrics_status, metrics_body = get(port, token, "/metrics")
         memory["rss_after_fill_mib"] = _mib(rss_kib(pid))
@@ -336,7 +424,7 @@ def run_sandbox(
             "metrics": json.loads(metrics_body) if metrics_status == 200 else None,
         }
         memory["added_per_1000_entries_mib"] = round(
-            (memory["rss_after_fill_mib"] - memory["rss_after_first_read_mib"]) * 1000 / filled, 1
+            (memory["rss_after_fill_mib"] - memory["rss_after_aiohttp_mib"]) * 1000 / filled, 1
         )
         results["memory"] = memory
         note(
@@ -365,11 +453,59 @@ def run_sandbox(
         if "reads" not in args.skip:
             pool = WorkerPool(8)
             stack.callback(pool.close)
-            results["reads"] = run_reads(pool, target, plan, hit_body_size)
+            results["reads"] = run_reads(pool, target, plan, hit_body_size, pid)
+            results["reads"]["miss_sdk"] = run_sdk_misses(
+                pool, target, plan, layers["with_pyc"], moto_url
+            )
             results["throughput"] = run_throughput(pool, target, plan, servers)
         if "imports" not in args.skip:
             results["function_import"] = function_import.measure(target, plan["import_repeats"])
             note("function imports done")
+
+
+def run_sdk_misses(
+    pool: WorkerPool, target: Target, plan: dict[str, Any], layer_dir: Path, moto_url: str
+) -> dict[str, Any]:
+    """The miss row again on a sandbox whose extension calls AWS through aiobotocore."""
+    import dataclasses
+
+    from tools.emulator import LambdaEmulator
+    from tools.net import free_port
+
+    port = free_port()
+    env: dict[str, str | None] = {
+        **startup.BUNDLED,
+        "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT": str(port),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        UPSTREAM_VAR: "sdk",
+    }
+    with LambdaEmulator(
+        layer_dir, startup.FIXTURES, "noop.handler", env, endpoint_url=moto_url
+    ) as emu:
+        emu.init()
+        startup.wait_healthy(port)
+        sdk_target = dataclasses.replace(target, port=port, token=emu.session_token)
+        sdk_pid = emu.pid("secretcache")
+        assert sdk_pid is not None
+        cpu_before = cpu_seconds(sdk_pid)
+        seq = pool.run("miss", sdk_target, plan["slow_reads"], 1)
+        server_cpu_us = (
+            (cpu_seconds(sdk_pid) - cpu_before) * 1e6 / (plan["slow_reads"] + WARM_UP_READS)
+        )
+        par = pool.run("miss", sdk_target, plan["slow_reads_each_of_8"], 8)
+    out = {
+        "sequential": {
+            **summary(seq["latencies_us"], 1),
+            "reads_per_s": round(seq["reads_per_s"]),
+            "server_cpu_us_per_read": round(server_cpu_us, 1),
+        },
+        "concurrent_8": {
+            **summary(par["latencies_us"], 1),
+            "reads_per_s": round(par["reads_per_s"]),
+        },
+    }
+    note(f"reads miss via the SDK: p50 {out['sequential']['median']} us")
+    return out
 
 
 def cpu_seconds(pid: int) -> float:
@@ -381,6 +517,19 @@ def cpu_seconds(pid: int) -> float:
 
 def _mib(kib: int | None) -> float | None:
     return None if kib is None else round(kib / 1024, 1)
+
+
+def _init_sampled(emu: LambdaEmulator) -> tuple[int, float | None]:
+    """Run INIT with the extension's RSS sampled every 2 ms: its pid and RSS (MiB) at ready."""
+    sampler = RssSampler(functools.partial(emu.pid, "secretcache")).start()
+    try:
+        init = emu.init()
+    finally:
+        sampler.stop()
+    ext = init.extensions["secretcache"]
+    pid = emu.pid("secretcache")
+    assert pid is not None and ext.ready_at is not None
+    return pid, _mib(sampler.at(ext.ready_at))
 
 
 def _fill_cache(port: int, token: str) -> int:
@@ -395,14 +544,24 @@ def _fill_cache(port: int, token: str) -> int:
     return count
 
 
+#: Untimed reads each worker makes before the timed ones (bench/reads.py).
+WARM_UP_READS = 20
+
+
 def run_reads(
-    pool: WorkerPool, target: Target, plan: dict[str, Any], body_size: int
+    pool: WorkerPool, target: Target, plan: dict[str, Any], body_size: int, server_pid: int
 ) -> dict[str, Any]:
     out: dict[str, Any] = {"hit_response_body_bytes": body_size}
     order = ("floor", "http_hit", "client_hit", "powertools", "boto3", "miss")
     for kind in order:
         slow = kind in ("boto3", "miss")
+        cpu_before = cpu_seconds(server_pid)
         seq = pool.run(kind, target, plan["slow_reads" if slow else "hit_reads"], 1)
+        server_cpu_us = (
+            (cpu_seconds(server_pid) - cpu_before)
+            * 1e6
+            / (plan["slow_reads" if slow else "hit_reads"] + WARM_UP_READS)
+        )
         par = pool.run(
             kind, target, plan["slow_reads_each_of_8" if slow else "hit_reads_each_of_8"], 8
         )
@@ -410,6 +569,7 @@ def run_reads(
             "sequential": {
                 **summary(seq["latencies_us"], 1),
                 "reads_per_s": round(seq["reads_per_s"]),
+                "server_cpu_us_per_read": round(server_cpu_us, 1) if kind == "miss" else None,
             },
             "concurrent_8": {
                 **summary(par["latencies_us"], 1),
@@ -473,12 +633,19 @@ def run(args: argparse.Namespace) -> int:
         moto = MotoServer()
         stack.callback(moto.stop)
         moto.start()
-        seed_moto(moto)
+        ciphertext = seed_moto(moto)
         note(f"moto seeded: {FILL_COUNT + 1 + len(MISS_SECRETS)} secrets")
         if "startup" not in args.skip:
             results["startup"] = run_startup(layers, moto.url, args.plan["cold_starts"])
-            results["import_profile"] = run_import_profile(layers["with_pyc"], moto.url)
+            results["import_profile"] = {
+                upstream: run_import_profile(layers["with_pyc"], moto.url, upstream)
+                for upstream in UPSTREAMS
+            }
             results["memory_by_interpreter"] = run_memory_by_interpreter(layers, moto.url)
+        results["memory_by_service"] = {
+            upstream: run_memory_by_service(layers["with_pyc"], moto.url, upstream, ciphertext)
+            for upstream in UPSTREAMS
+        }
         run_sandbox(args, layers, moto.url, results)
         if "envwrapper" not in args.skip:
             results["env_wrapper"] = env_wrapper.measure(

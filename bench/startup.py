@@ -154,6 +154,16 @@ def cold_start(
             (bench["served"] - bench["asked"]) * 1000.0 if bench else None
         ),
         "init_duration_ms": report.duration_ms,
+        "cpu_ms_to_first_secret": (
+            bench["extension_cpu_s"] * 1000.0
+            if bench and bench.get("extension_cpu_s") is not None
+            else None
+        ),
+        "rss_mib_at_first_secret": (
+            bench["extension_rss_kib"] / 1024.0
+            if bench and bench.get("extension_rss_kib") is not None
+            else None
+        ),
     }
     if not bench:
         raise RuntimeError(
@@ -162,7 +172,9 @@ def cold_start(
     return result
 
 
-def import_profile(layer_dir: Path, moto_url: str) -> dict[str, Any]:
+def import_profile(
+    layer_dir: Path, moto_url: str, extra_env: dict[str, str] | None = None
+) -> dict[str, Any]:
     """One cold start under ``-X importtime`` (bundled interpreter): the top-level imports.
 
     Each row says whether its line was printed before the extension called event/next (on the
@@ -179,6 +191,7 @@ def import_profile(layer_dir: Path, moto_url: str) -> dict[str, Any]:
         "SECRETCACHE_PYTHON": str(wrapper),
         "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT": str(port),
         "PYTHONDONTWRITEBYTECODE": "1",
+        **(extra_env or {}),
     }
     with LambdaEmulator(
         layer_dir, FIXTURES, "noop.handler", env, endpoint_url=moto_url, init_timeout=30.0

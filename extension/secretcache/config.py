@@ -36,6 +36,7 @@ TOKEN_SOURCES = (
 _FILE_URL_SOURCES = frozenset(
     {"AWS_TOKEN", "AWS_SESSION_TOKEN", "AWS_CONTAINER_AUTHORIZATION_TOKEN"}
 )
+UPSTREAMS = ("lean", "sdk")
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
 
@@ -125,6 +126,11 @@ class Config:
     metrics: str = "none"
     metrics_interval: int = 60
     metrics_namespace: str = "Secretcache"
+    #: How AWS is called: "lean" (secretcache.aws) or "sdk" (aiobotocore).
+    upstream: str = "lean"
+    #: The AWS_* variables (credentials, endpoints, FIPS...) for the lean client, which reads
+    #: them as the SDK would. Holds credentials: never shown.
+    aws_environment: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
     @property
     def in_lambda(self) -> bool:
@@ -165,6 +171,7 @@ class Config:
             "metrics": self.metrics,
             "metricsIntervalSeconds": self.metrics_interval,
             "metricsNamespace": self.metrics_namespace,
+            "upstream": self.upstream,
         }
 
 
@@ -337,6 +344,11 @@ def load_config(env: Mapping[str, str]) -> Config:
         raise ConfigError(
             "SECRETCACHE_METRICS_NAMESPACE", namespace, "must be at most 255 characters"
         )
+    upstream = (_raw(env, "SECRETCACHE_UPSTREAM") or "lean").lower()
+    if upstream not in UPSTREAMS:
+        raise ConfigError(
+            "SECRETCACHE_UPSTREAM", env.get("SECRETCACHE_UPSTREAM"), "must be lean or sdk"
+        )
     return Config(
         port=_int(env, "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT", 2773, 1, 65535),
         cache_enabled=_bool(env, "PARAMETERS_SECRETS_EXTENSION_CACHE_ENABLED", True),
@@ -370,4 +382,6 @@ def load_config(env: Mapping[str, str]) -> Config:
         metrics=metrics,
         metrics_interval=_int(env, "SECRETCACHE_METRICS_INTERVAL", 60, 1, MAX_TTL_SECONDS),
         metrics_namespace=namespace,
+        upstream=upstream,
+        aws_environment=tuple(sorted((k, v) for k, v in env.items() if k.startswith("AWS_"))),
     )

@@ -1,12 +1,13 @@
 """Lambda Extensions API client on a raw socket.
 
 Registration sits on the cold-start critical path, so this speaks just enough HTTP/1.1 to talk to
-the local Lambda API without importing http.client (and the email package behind it).
+the local Lambda API without importing http.client (and the email package behind it), on the C
+`_socket` module: `socket` pulls in `selectors` and `enum`, ~5-8 ms before registering.
 """
 
 from __future__ import annotations
 
-import socket
+import _socket
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs milliseconds at start
 if TYPE_CHECKING:
@@ -66,9 +67,12 @@ class ExtensionsApiClient:
         lines += [f"{k}: {v}" for k, v in headers.items()]
         lines += [f"Content-Length: {len(body)}", "Connection: close", "", ""]
         payload = "\r\n".join(lines).encode("latin-1") + body
-        with socket.create_connection(self._address) as conn:
+        conn = connect(*self._address)
+        try:
             conn.sendall(payload)
             return _read_response(conn)
+        finally:
+            conn.close()
 
     def register(self, name: str) -> str:
         """Register for INVOKE and SHUTDOWN; returns the extension identifier."""
@@ -115,7 +119,22 @@ class ExtensionsApiClient:
         return {"Lambda-Extension-Identifier": self.identifier or ""}
 
 
-def _read_response(conn: socket.socket) -> tuple[int, dict[str, str], bytes]:
+def connect(host: str, port: int) -> _socket.socket:
+    """A connected TCP socket to the first address of ``host`` that accepts (create_connection)."""
+    error: OSError | None = None
+    for family, kind, proto, _, address in _socket.getaddrinfo(host, port, 0, _socket.SOCK_STREAM):
+        sock = _socket.socket(family, kind, proto)
+        try:
+            sock.connect(address)
+        except OSError as exc:
+            sock.close()
+            error = exc
+            continue
+        return sock
+    raise error if error is not None else OSError(f"no address for {host}")
+
+
+def _read_response(conn: _socket.socket) -> tuple[int, dict[str, str], bytes]:
     buffer = b""
     while b"\r\n\r\n" not in buffer:
         chunk = conn.recv(65536)
@@ -149,7 +168,7 @@ def _read_response(conn: socket.socket) -> tuple[int, dict[str, str], bytes]:
         rest += chunk
 
 
-def _read_chunked(conn: socket.socket, data: bytes) -> bytes:
+def _read_chunked(conn: _socket.socket, data: bytes) -> bytes:
     body = b""
     while True:
         while b"\r\n" not in data:

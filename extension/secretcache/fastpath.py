@@ -31,9 +31,17 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from .errors import BadRequest, RequestTimeout, ServiceUnavailable
+from .json_body import json_body
 from .log import log
-from .query import MAX_HEADER_BYTES, MAX_HEADERS, Pairs, parse_query_string, token_matches
-from .read_requests import ParameterRead, SecretRead
+from .query import (
+    MAX_BODY_BYTES,
+    MAX_HEADER_BYTES,
+    MAX_HEADERS,
+    Pairs,
+    parse_query_string,
+    token_matches,
+)
+from .read_requests import DecryptRead, ParameterRead, SecretRead
 from .reads import Reads, Response
 from .status import Status
 
@@ -50,6 +58,14 @@ _AGENT_ROUTES: dict[bytes, Route] = {
     b"/secretsmanager/get": SecretRead.from_agent_query,
     b"/secretsmanager/get/": SecretRead.from_agent_query,
 }
+#: With a Content-Length body: a function that only decrypts never needs aiohttp.
+_POST_ROUTES: dict[bytes, Callable[[bytes, Pairs], DecryptRead]] = {
+    b"/kms/decrypt": DecryptRead.from_body,
+}
+#: No token (as in server.py): a health check should not load aiohttp either.
+_HEALTH_PATHS = frozenset({b"/health", b"/health/"})
+#: `_plan`'s answer while a request's body has not fully arrived.
+_NEED_MORE = object()
 #: What the fast path takes (anything else goes to aiohttp's stricter parser): a target of
 #: printable ASCII without space or fragment, token-character header names, no control bytes.
 _TARGET = re.compile(rb"/[!-\"$-~]*")
@@ -61,7 +77,7 @@ _TOKEN_HEADERS = (b"x-aws-parameters-secrets-token", b"x-vault-token")
 _NOT_FAST = frozenset({b"transfer-encoding", b"expect", b"upgrade", b"x-forwarded-for"})
 _JSON_HEADERS = b"Content-Type: application/json\r\nCache-Control: no-store\r\n"
 #: What a request head must start with to be worth waiting for on the fast path.
-_GET = b"GET /"
+_FAST_STARTS = (b"GET /", b"POST /kms/decrypt")
 _PHRASES = {
     200: b"OK",
     400: b"Bad Request",
@@ -110,6 +126,9 @@ class FastPath:
         self.live: weakref.WeakSet[Any] = weakref.WeakSet()
         self._handoff: Callable[[Callable[[Any], None]], asyncio.Protocol] | None = None
         self._handoff_ready = asyncio.Event()
+        #: Called once, by the first connection that needs aiohttp, to start loading it (so a
+        #: function that only makes fast-path reads never pays aiohttp's ~15 MiB).
+        self.load_handoff: Callable[[], None] | None = None
         self._date = b""
         self._date_second = -1
 
@@ -157,16 +176,22 @@ class FastPath:
 
     async def hand_off(self, protocol: FastPathProtocol) -> None:
         if self._handoff is None:
+            load, self.load_handoff = self.load_handoff, None
+            if load is not None:
+                load()
             await self._handoff_ready.wait()
         assert self._handoff is not None
         protocol.switch_to(self._handoff(self.live.discard))
 
 
 class _Plan(NamedTuple):
-    """A fast-path request, parsed: the typed read, and whether to close after answering."""
+    """A fast-path request, parsed: the typed read (or the answer when it needs none), whether
+    to close after answering, and the size of its body."""
 
-    read: SecretRead | ParameterRead
+    read: SecretRead | ParameterRead | DecryptRead | None
     close: bool
+    body_size: int = 0
+    answer: bytes = b""
 
 
 class FastPathProtocol(asyncio.Protocol):
@@ -184,6 +209,7 @@ class FastPathProtocol(asyncio.Protocol):
         self.idle_at = time.monotonic()
         self.head_started = 0.0
         self.head_timer: asyncio.TimerHandle | None = None
+        self.awaiting_body = False
 
     # asyncio.Protocol -----------------------------------------------------------------------
 
@@ -227,8 +253,9 @@ class FastPathProtocol(asyncio.Protocol):
     # Connection cap ---------------------------------------------------------------------------
 
     def idle_since(self) -> float | None:
-        """When this connection last did useful work; None while a request is being served."""
-        if self.busy:
+        """When this connection last did useful work; None while a request is being served (or
+        its body is still arriving: a request in progress is not idle)."""
+        if self.busy or self.awaiting_body:
             return None
         return self.head_started if self.buffer else self.idle_at
 
@@ -264,16 +291,26 @@ class FastPathProtocol(asyncio.Protocol):
                         hub.request_timeout, self._head_timed_out
                     )
                 return
-            self._stop_head_timer()
             if end + 4 > MAX_HEADER_BYTES or hub.status.closing:
                 self._hand_off()
                 return
-            plan = self._plan(buffer[:end])
+            plan = self._plan(buffer[:end], end + 4)
             if plan is None:
                 self._hand_off()
                 return
-            self.buffer = buffer[end + 4 :]
-            body = hub.reads.cached(plan.read)
+            self.awaiting_body = plan is _NEED_MORE
+            if plan is _NEED_MORE:  # a body still arriving: the head's deadline covers it too
+                if self.eof:
+                    self.transport.close()
+                elif self.head_timer is None:
+                    self.head_started = time.monotonic()
+                    self.head_timer = asyncio.get_running_loop().call_later(
+                        hub.request_timeout, self._head_timed_out
+                    )
+                return
+            self._stop_head_timer()
+            self.buffer = buffer[end + 4 + plan.body_size :]
+            body = plan.answer if plan.read is None else hub.reads.cached(plan.read)
             if body is None:
                 self.busy = True
                 self.task = asyncio.get_running_loop().create_task(self._complete(plan))
@@ -283,8 +320,9 @@ class FastPathProtocol(asyncio.Protocol):
                 self.transport.close()
                 return
 
-    def _plan(self, head: bytes) -> _Plan | None:
-        """The read a request asks for, or None when aiohttp should answer it.
+    def _plan(self, head: bytes, body_start: int) -> Any:
+        """The read a request asks for, `_NEED_MORE` while its body is still arriving, or None
+        when aiohttp should answer it.
 
         The rules are aiohttp's (query.py holds the shared bounds): whatever the fast path does
         not accept, aiohttp answers, so both stacks accept and refuse the same requests.
@@ -294,14 +332,19 @@ class FastPathProtocol(asyncio.Protocol):
         if len(lines) > MAX_HEADERS + 1:
             return None
         parts = lines[0].split(b" ")
-        if len(parts) != 3 or parts[0] != b"GET" or parts[2] != b"HTTP/1.1":
+        if len(parts) != 3 or parts[2] != b"HTTP/1.1":
             return None
         target = parts[1]
         if _TARGET.fullmatch(target) is None:
             return None
         path, _, raw_query = target.partition(b"?")
-        route = hub.routes.get(path) or _agent_path_route(path)
-        if route is None:
+        method = parts[0]
+        post = method == b"POST" and path in _POST_ROUTES
+        health = method == b"GET" and path in _HEALTH_PATHS
+        route = None
+        if method == b"GET" and not health:
+            route = hub.routes.get(path) or _agent_path_route(path)
+        if not post and not health and route is None:
             return None
         token = host = length = None
         close = False
@@ -324,8 +367,10 @@ class FastPathProtocol(asyncio.Protocol):
                     return None
                 host = value
             elif lower == b"content-length":
-                if length is not None or value != b"0":
+                if length is not None or not value.isdigit() or (value != b"0" and not post):
                     return None
+                if int(value) > MAX_BODY_BYTES:
+                    return None  # aiohttp answers 413, from the same rules
                 length = value
             elif lower == b"connection":
                 option = value.lower()
@@ -338,15 +383,30 @@ class FastPathProtocol(asyncio.Protocol):
         # HTTP/1.1 requires Host; without one aiohttp answers 400.
         if host is None or host.lower() not in hub.allowed_hosts:
             return None
+        if health:
+            ready = hub.status.ready and hub.reads.backends.loaded
+            return _Plan(None, close, answer=json_body({"status": "ok" if ready else "starting"}))
         if token is None or not token_matches(token, hub.token):
             return None
+        body_size = int(length) if length is not None else 0
+        if post and length is None:
+            return None  # chunked or no body: aiohttp's rules
+        if body_size and len(self.buffer) < body_start + body_size:
+            return _NEED_MORE
         try:
-            read = route(parse_query_string(raw_query.decode("ascii")))
+            pairs = parse_query_string(raw_query.decode("ascii"))
+            if post:
+                body = self.buffer[body_start : body_start + body_size]
+                read: Any = _POST_ROUTES[path](body, pairs)
+            else:
+                assert route is not None
+                read = route(pairs)
         except BadRequest:
             return None  # aiohttp renders the error, from the same rules
-        return _Plan(read, close)
+        return _Plan(read, close, body_size)
 
     async def _complete(self, plan: _Plan) -> None:
+        assert plan.read is not None  # an answer that needs no read never gets here
         response: Response = await self.hub.reads.respond(plan.read)
         extra = b"".join(b"%s: %s\r\n" % (k.encode(), v.encode()) for k, v in response.headers)
         self._write(response.status, response.body, extra)
@@ -450,7 +510,7 @@ def _agent_path_route(path: bytes) -> Route | None:
 
 def _may_become_fast(partial: bytes) -> bool:
     """Whether an incomplete head can still turn into a fast-path request (else hand off now)."""
-    if partial[: len(_GET)] != _GET[: len(partial)]:
+    if not any(partial[: len(p)] == p[: len(partial)] for p in _FAST_STARTS):
         return False
     return partial.count(b"\n") == partial.count(b"\r\n")
 

@@ -2,14 +2,15 @@
 
 Start-up order keeps the cold start short (design.md section 2): standard library only until
 registered; the listening socket is bound before registering so a handler's early request waits
-in the backlog; aiohttp is imported after registering and the AWS SDK loads in the background.
+in the backlog; aiohttp is imported when a request first needs it, and the AWS SDK (with
+SECRETCACHE_UPSTREAM=sdk) loads in the background.
 Without AWS_LAMBDA_RUNTIME_API it runs standalone until SIGTERM or SIGINT.
 """
 
 from __future__ import annotations
 
+import _socket
 import os
-import socket
 import sys
 import time
 
@@ -19,6 +20,7 @@ from .vendored import add_vendored_paths
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs milliseconds at start
 if TYPE_CHECKING:
+    import socket
     from collections.abc import Coroutine, Mapping
     from typing import Any
 
@@ -41,10 +43,14 @@ def _early_port(env: Mapping[str, str]) -> int | None:
     return None
 
 
-def bind_loopback(port: int) -> socket.socket:
-    """Listen on 127.0.0.1 only (never 0.0.0.0) before anything else can ask."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+def bind_loopback(port: int) -> _socket.socket:
+    """Listen on 127.0.0.1 only (never 0.0.0.0) before anything else can ask.
+
+    A C-level `_socket` (importing `socket` costs ~5-8 ms before registering); `as_socket`
+    wraps it for asyncio once registered.
+    """
+    sock = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
+    sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
     try:
         sock.bind(("127.0.0.1", port))
         sock.listen(LISTEN_BACKLOG)
@@ -53,6 +59,13 @@ def bind_loopback(port: int) -> socket.socket:
         raise
     sock.setblocking(False)
     return sock
+
+
+def as_socket(raw: _socket.socket) -> socket.socket:
+    """The same listening socket as a `socket.socket`, which asyncio requires."""
+    import socket
+
+    return socket.socket(fileno=raw.detach())
 
 
 def _parse_name(argv: list[str]) -> str:
@@ -85,9 +98,8 @@ def main(argv: list[str], env: Mapping[str, str] | None = None) -> int:
     runtime_api = (env.get("AWS_LAMBDA_RUNTIME_API") or "").strip() or None
     api = ExtensionsApiClient(runtime_api) if runtime_api else None
 
-    unsupported = add_vendored_paths()
     port = _early_port(env)
-    sock: socket.socket | None = None
+    sock: _socket.socket | None = None
     bind_error: OSError | None = None
     if port is not None:
         try:
@@ -102,6 +114,8 @@ def main(argv: list[str], env: Mapping[str, str] | None = None) -> int:
             return 1
     registered = time.monotonic()
 
+    # Only what registering needs runs before it; the vendored paths matter from here on.
+    unsupported = add_vendored_paths()
     if unsupported is not None:
         return _fail(api, "Extension.UnsupportedRuntime", unsupported)
     from .config import ConfigError, load_config
@@ -119,7 +133,8 @@ def main(argv: list[str], env: Mapping[str, str] | None = None) -> int:
         )
 
     try:
-        return run_event_loop(Extension(config, sock, api, name, started, registered).serve())
+        extension = Extension(config, as_socket(sock), api, name, started, registered)
+        return run_event_loop(extension.serve())
     except Exception as exc:
         message = f"the extension stopped unexpectedly ({type(exc).__name__})"
         log.error("extension.crashed", error=type(exc).__name__, where=where(exc))
@@ -163,6 +178,7 @@ class Extension:
         self.runners: list[Any] = []
         self.warm_task: Any = None
         self.restore_task: Any = None
+        self.aiohttp_task: Any = None
 
     async def serve(self) -> int:
         """Run every phase; returns the process exit status."""
@@ -184,12 +200,12 @@ class Extension:
         """Serve, then warm up; returns an exit status if start-up failed (init/error sent)."""
         import asyncio
 
-        from .backends import AwsBackends
         from .cache import TtlCache
         from .fastpath import FastPath
         from .query import allowed_hosts
         from .reads import Reads, cache_policies
         from .status import Status
+        from .upstream import make_backends
 
         config = self.config
         loop = asyncio.get_running_loop()
@@ -200,15 +216,7 @@ class Extension:
             policies=cache_policies(config),
             on_stale=_log_stale,
         )
-        self.backends = AwsBackends(
-            max_connections=config.max_connections,
-            timeouts={
-                "secretsmanager": config.secrets_manager_timeout,
-                "ssm": config.ssm_timeout,
-                "kms": config.kms_timeout,
-            },
-            region=config.region,
-        )
+        self.backends = make_backends(config)
         self.backends.call_observer = self.cache.metrics.record_upstream
         self.backends.start_loading()
         self.reads = Reads(config, self.cache, self.backends)
@@ -232,10 +240,7 @@ class Extension:
             msToRegister=round((self.registered - self.started) * 1000, 1),
             msToListen=round((listening - self.started) * 1000, 1),
         )
-        self.aiohttp_task = loop.create_task(
-            _start_aiohttp(self.reads, self.status, self.listener, self.runners)
-        )
-        self.aiohttp_task.add_done_callback(self._aiohttp_started)
+        self.listener.load_handoff = self._start_aiohttp
 
         # SnapStart: INIT ends in a snapshot, restored later (maybe much later) into many
         # sandboxes at once. Unless told to keep secrets in it, store nothing until the first
@@ -266,6 +271,15 @@ class Extension:
             self.warm_task = loop.create_task(self._warm_up_in_background())
         return None
 
+    def _start_aiohttp(self) -> None:
+        """Load aiohttp (in a thread) when the first request the fast path does not serve comes."""
+        import asyncio
+
+        self.aiohttp_task = asyncio.get_running_loop().create_task(
+            _start_aiohttp(self.reads, self.status, self.listener, self.runners)
+        )
+        self.aiohttp_task.add_done_callback(self._aiohttp_started)
+
     def _aiohttp_started(self, task: Any) -> None:
         if not task.cancelled() and task.exception() is not None:
             self.fail(f"aiohttp failed to load ({type(task.exception()).__name__})")
@@ -276,7 +290,8 @@ class Extension:
 
         await self.backends.wait_loaded()
         await self.backends.warm()
-        release_freed_memory()
+        if self.config.upstream == "sdk":  # the lean client allocates nothing worth trimming
+            release_freed_memory()
         log.info("sdk.loaded", msSinceStart=round((time.monotonic() - self.started) * 1000, 1))
         if self.cache.holding:
             return []  # SnapStart: the prefetch runs after the restore
@@ -404,7 +419,8 @@ class Extension:
         """Stop accepting, close connections, cancel background loads, close the SDK clients."""
         self.server.close()
         self.listener.close_connections()
-        self.aiohttp_task.cancel()
+        if self.aiohttp_task is not None:
+            self.aiohttp_task.cancel()
         for runner in self.runners:
             await runner.cleanup()
         await self.cache.close()

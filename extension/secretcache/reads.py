@@ -200,7 +200,7 @@ class Reads:
 
     # The front doors' entry points ------------------------------------------------------------
 
-    def cached(self, read: SecretRead | ParameterRead) -> bytes | None:
+    def cached(self, read: SecretRead | ParameterRead | DecryptRead) -> bytes | None:
         """The hot path: the stored body of a fresh entry, else None (then call `respond`)."""
         if read.refresh:
             return None

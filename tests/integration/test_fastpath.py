@@ -400,3 +400,78 @@ def test_raw_utf8_in_the_request_line_is_refused_400_as_the_readme_says(
     finally:
         sock.close()
     assert answer.split(b" ", 2)[1] == b"400", answer[:80]
+
+
+def post_decrypt(document: object, token: str, *extra: str, raw_body: bytes | None = None) -> bytes:
+    body = raw_body if raw_body is not None else json.dumps(document).encode()
+    lines = [
+        "POST /kms/decrypt HTTP/1.1",
+        "Host: localhost",
+        f"X-Aws-Parameters-Secrets-Token: {token}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+        *extra,
+    ]
+    return ("\r\n".join([*lines, "", ""])).encode() + body
+
+
+def test_kms_decrypt_is_served_without_aiohttp_even_when_its_body_arrives_in_pieces(
+    extension: ExtensionProcess, conn: RawConnection, moto_server: MotoServer
+) -> None:
+    import base64
+    import time
+
+    kms = moto_server.client("kms")
+    key = kms.create_key()["KeyMetadata"]["KeyId"]
+    blob = kms.encrypt(KeyId=key, Plaintext=b"kms-value", EncryptionContext={"app": "fast"})
+    document = {
+        "CiphertextBlob": base64.b64encode(blob["CiphertextBlob"]).decode(),
+        "EncryptionContext": {"app": "fast"},
+    }
+    request = post_decrypt(document, extension.token)
+    for cut in (len(request) - 5, 40):  # inside the body, then inside the head
+        conn.send(request[:cut])
+        time.sleep(0.05)
+        conn.send(request[cut:])
+        status, headers, body = conn.response()
+        assert status == 200 and "server" not in headers, body
+        assert base64.b64decode(json.loads(body)["Plaintext"]) == b"kms-value"
+    # The same request through aiohttp (after a hand-off) answers the same bytes from the cache.
+    conn.send(get("/no/such/path", extension.token))
+    assert conn.response()[0] == 404
+    conn.send(request)
+    status, headers, body_via_aiohttp = conn.response()
+    assert status == 200 and "aiohttp" in headers.get("server", "")
+    assert body_via_aiohttp == body
+
+
+@pytest.mark.parametrize(
+    ("raw_body", "status", "error_type"),
+    [
+        (b"not json", 400, "BadRequest"),
+        (b'{"CiphertextBlob": ""}', 400, "MissingParameter"),
+        (b'{"CiphertextBlob": "AAAA", "Extra": 1}', 400, "BadRequest"),
+        (b"x" * (64 * 1024 + 1), 413, "PayloadTooLarge"),
+    ],
+    ids=["not-json", "empty-blob", "unknown-field", "too-large"],
+)
+def test_a_decrypt_the_fast_path_refuses_gets_aiohttps_error(
+    extension: ExtensionProcess, conn: RawConnection, raw_body: bytes, status: int, error_type: str
+) -> None:
+    conn.send(post_decrypt(None, extension.token, raw_body=raw_body))
+    got, headers, body = conn.response()
+    assert (got, json.loads(body)["errorType"]) == (status, error_type)
+    assert "aiohttp" in headers.get("server", "")
+
+
+def test_health_is_answered_without_aiohttp_and_a_foreign_host_still_goes_to_it(
+    extension: ExtensionProcess, conn: RawConnection
+) -> None:
+    conn.send(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    status, headers, body = conn.response()
+    assert (status, json.loads(body)) == (200, {"status": "ok"})
+    assert "server" not in headers
+    conn.send(b"GET /health HTTP/1.1\r\nHost: evil.example\r\n\r\n")
+    status, headers, body = conn.response()
+    assert (status, json.loads(body)["errorType"]) == (403, "ForbiddenHost")
+    assert "aiohttp" in headers.get("server", "")

@@ -7,16 +7,25 @@ from secretcache.fastpath import _may_become_fast
 
 
 @pytest.mark.parametrize(
-    "partial", [b"G", b"GET", b"GET /secretsmanager/get?secr", b"GET / HTTP/1.1\r\nHo"]
+    "partial",
+    [
+        b"G",
+        b"GET",
+        b"GET /secretsmanager/get?secr",
+        b"GET / HTTP/1.1\r\nHo",
+        b"POST /kms/dec",  # the fast path serves KMS decrypt too
+        b"POST /kms/decrypt HTTP/1.1\r\nHo",
+    ],
 )
-def test_a_partial_get_head_is_waited_for(partial: bytes) -> None:
+def test_a_partial_get_or_decrypt_head_is_waited_for(partial: bytes) -> None:
     assert _may_become_fast(partial)
 
 
 @pytest.mark.parametrize(
     "partial",
     [
-        b"POST /kms/decrypt",  # another method: aiohttp's at once
+        b"POST /secretsmanager/get",  # another method: aiohttp's at once
+        b"PUT /kms/decrypt",
         b"\x16\x03\x01\x00\xc4",  # a TLS ClientHello on the plain port
         b"GET / HTTP/1.1\nHost: x",  # bare LF line ends
         b"get /",
