@@ -78,6 +78,8 @@ case "$cmd" in
   test)
     # The end-to-end tests run the real zip; build it first (a no-op when nothing changed).
     build_layer >&2
+    # The RIE tier runs AWS's emulator, which comes with aws-sam-cli (a no-op once installed).
+    ensure_sam_venv
     exec "$VENV/bin/python" -m pytest "$@"
     ;;
   demo)
