@@ -178,6 +178,7 @@ def rie_sandbox(
     """Factory: rie_sandbox("client_handler", env={...}) -> a started RIE running that handler.
 
     The same functions and seeded resources as ``lambda_sandbox``, on AWS's emulator.
+    ``code_dir=`` runs a function from another directory (default: the handlers).
     """
     made: list[RieSandbox] = []
 
@@ -187,8 +188,9 @@ def rie_sandbox(
             **seeded_aws.function_env(),
             **(env or {}),
         }
+        code_dir = Path(str(options.pop("code_dir", HANDLERS)))
         rie = RieSandbox(
-            HANDLERS,
+            code_dir,
             f"{module}.handler",
             function_env,
             layer=rie_layer,
