@@ -1,7 +1,8 @@
 """The layer zip: written byte-for-byte reproducibly, unpacked with its modes, sized.
 
 Members in sorted order, timestamps from one epoch, permissions 0755 for what is executed
-(the launcher, the exec wrapper, the bundled loader and interpreter) and 0644 for the rest, no extra fields.
+(the launcher, the exec wrapper, the bundled loader and interpreter) and 0644 for the rest, no
+extra fields.
 """
 
 from __future__ import annotations

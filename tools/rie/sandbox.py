@@ -71,8 +71,8 @@ class RieInvoke:
     """One answer of RIE's invoke API.
 
     RIE answers 200 for a function error too (with the runtime's ``errorType``/``errorMessage``
-    body and no ``X-Amz-Function-Error`` header), and 502 with an empty body when INIT failed or
-    the sandbox broke.
+    body and no ``X-Amz-Function-Error`` header), and 502 when INIT failed or the sandbox broke:
+    an empty body for an extension's failure, the runtime's error when it posted one.
     """
 
     status: int
