@@ -667,3 +667,35 @@ def test_launcher_registers_under_its_file_name(
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-2:] == ["--name", "my-cache"]
+
+
+def test_launcher_rejects_an_exec_prefix_that_is_not_executable(unpacked: Path) -> None:
+    done = run_launcher(
+        str(unpacked / "extensions" / "secretcache"),
+        {"PATH": "/usr/bin:/bin", "SECRETCACHE_EXEC_PREFIX": "/nonexistent/qemu"},
+        unpacked,
+    )
+    assert done.returncode == 1
+    assert done.stderr == (
+        "secretcache: SECRETCACHE_EXEC_PREFIX=/nonexistent/qemu is not an executable file\n"
+    )
+
+
+@pytest.mark.parametrize("layer_arch", list(ARCHES))
+def test_launcher_puts_the_exec_prefix_before_the_bundled_loader_of_either_architecture(
+    build_output: str, fake_python: Path, layer_arch: str
+) -> None:
+    """SECRETCACHE_EXEC_PREFIX (e.g. qemu-aarch64-static, as the arm64 RIE test uses it) gets
+    the loader's whole command line; the other-architecture check is left to it."""
+    opt = DIST / f"layer-{layer_arch}"
+    bundle = opt / "secretcache" / "python"
+    (loader,) = (bundle / "lib").glob("ld-linux-*.so.*")
+    done = run_launcher(
+        str(opt / "extensions" / "secretcache"),
+        {"PATH": "/usr/bin:/bin", "SECRETCACHE_EXEC_PREFIX": str(fake_python)},
+        Path("/"),
+    )
+    assert done.returncode == 0, done.stderr
+    loader_argv = [str(loader), "--inhibit-cache", "--library-path", f"{bundle}/lib"]
+    python_argv = [f"{bundle}/bin/python3.13", "-E", "-S", "-c", BOOT, f"{opt}/secretcache/app"]
+    assert done.stdout.splitlines() == [*loader_argv, *python_argv, "--name", "secretcache"]

@@ -194,7 +194,7 @@ def test_tls_verifies_a_server_against_the_given_ca_and_rejects_it_without(
 
 
 def test_launcher_ignores_the_functions_python_variables(root: BareRoot) -> None:
-    """(arm64 under qemu: the launcher's final exec, as a kernel exec needs binfmt.)"""
+    """(arm64 under qemu: the launcher with SECRETCACHE_EXEC_PREFIX naming qemu.)"""
     env = {
         "PATH": "/bin",
         "AWS_LAMBDA_RUNTIME_API": "127.0.0.1:9",

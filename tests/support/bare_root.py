@@ -24,8 +24,7 @@ import debian  # noqa: E402
 
 HOST_MACHINE = platform.machine()
 LOADERS = {"x86_64": "ld-linux-x86-64.so.2", "aarch64": "ld-linux-aarch64.so.1"}
-# The launcher's final exec, spelled out for roots where a kernel exec of the layer's ELF files
-# cannot work (arm64 on an x86_64 host without binfmt): qemu goes in front.
+# The code the launcher hands its interpreter with -c (what the launcher tests expect).
 BOOT = (
     "import sys; sys.path[:] = [sys.argv.pop(1)] + [p for p in sys.path if p]; "
     'import runpy; runpy.run_module("secretcache", run_name="__main__", alter_sys=True)'
@@ -99,10 +98,20 @@ class BareRoot:
         )
 
     def extension(self) -> list[str]:
-        """The extension: the real launcher natively; its final exec under qemu."""
+        """The extension: the real launcher, run by the root's busybox sh.
+
+        For the other architecture the shell runs under qemu and the launcher's final exec gets
+        qemu in front (``SECRETCACHE_EXEC_PREFIX``), as a kernel exec of the layer's loader
+        would need binfmt_misc; the host's ``env`` sets it before entering the root.
+        """
         if not self.emulated:
             return self.command("/bin/sh", "/opt/extensions/secretcache")
-        return self.python("-c", BOOT, "/opt/secretcache/app", "--name", "secretcache")
+        env = shutil.which("env") or "/usr/bin/env"
+        *outside, chroot = self.enter
+        return [
+            *outside, env, "SECRETCACHE_EXEC_PREFIX=/qemu-aarch64-static", chroot, str(self.path),
+            "/qemu-aarch64-static", "/bin/sh", "/opt/extensions/secretcache",
+        ]  # fmt: skip
 
     def run(
         self, *argv: str, env: dict[str, str] | None = None, timeout: float = 120
