@@ -13,6 +13,10 @@ import debian  # noqa: E402  (layer/ is not a package)
 
 ARCHIVE = "http://mirror.example.invalid/debian"
 SECURITY = "http://mirror.example.invalid/debian-security"
+# Mirrors that must be passed over (fake hosts; a real mirror is never written in the repository).
+DISABLED = "http://other.example.invalid/debian"
+SOURCE_ONLY = "http://src.example.invalid/debian"
+UBUNTU = "http://ubuntu.example.invalid/ubuntu"
 
 
 @pytest.fixture(autouse=True)
@@ -68,18 +72,18 @@ def test_disabled_source_only_and_non_debian_entries_are_skipped(tmp_path: Path)
     etc = apt_etc(
         tmp_path,
         f"""Types: deb
-URIs: http://other.example.invalid/debian
+URIs: {DISABLED}
 Suites: bookworm
 Components: main
 Enabled: no
 
 Types: deb-src
-URIs: http://src.example.invalid/debian
+URIs: {SOURCE_ONLY}
 Suites: bookworm
 Components: main
 
 Types: deb
-URIs: http://ubuntu.example.invalid/ubuntu
+URIs: {UBUNTU}
 Suites: noble noble-security
 Components: main
 
@@ -95,7 +99,7 @@ Components: main
 def test_a_host_without_debian_sources_needs_the_override(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    etc = apt_etc(tmp_path, sources_list="deb http://ubuntu.example.invalid/ubuntu noble main\n")
+    etc = apt_etc(tmp_path, sources_list=f"deb {UBUNTU} noble main\n")
     with pytest.raises(SystemExit, match="SECRETCACHE_DEBIAN_MIRROR"):
         debian.host_mirrors(etc)
     monkeypatch.setenv("SECRETCACHE_DEBIAN_MIRROR", ARCHIVE + "/")
