@@ -3,16 +3,45 @@
 from __future__ import annotations
 
 import http.client
+import random
 import socket
 import time
 from dataclasses import dataclass, field
 
 
+def _ports_outside_the_ephemeral_range() -> range:
+    """Ports the kernel never picks for an outgoing connection or a bind to port 0."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(n) for n in f.read().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999  # Linux's default
+    return range(10_000, low) if low > 11_000 else range(high + 1, 65_536)
+
+
+_CANDIDATES = _ports_outside_the_ephemeral_range()
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A port that was free on 127.0.0.1 a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port that was free on 127.0.0.1 a moment ago, for a server a test is about to start.
+
+    Drawn at random from outside the ephemeral range and never the same twice in one process:
+    a port the kernel picked by binding to 0 can be taken, before the server binds it, by any
+    process's next outgoing connection (seen as a server's "Address already in use" under load).
+    """
+    for _ in range(200):
+        port = random.choice(_CANDIDATES)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError("no free port on 127.0.0.1 outside the ephemeral range")
 
 
 @dataclass
