@@ -188,13 +188,21 @@ def test_example_node_function_reads_during_init_and_invoke(
         assert value not in emu.logs.text()
 
 
-def test_example_shell_function_reads_with_curl(
+def shell_example(
     foreign_sandbox: Callable[..., LambdaEmulator], seeded_aws: SeededAws
-) -> None:
+) -> LambdaEmulator:
+    """examples/shell (a provided.al2023-style bootstrap using curl), reading the seeded items."""
     tool("curl")
     code = EXAMPLES / "shell"
     emu = foreign_sandbox(code, "bootstrap", [str(code / "bootstrap")])
     emu.function_env["PARAMETER_NAME"] = seeded_aws.secure_param
+    return emu
+
+
+def test_example_shell_function_reads_with_curl(
+    foreign_sandbox: Callable[..., LambdaEmulator], seeded_aws: SeededAws
+) -> None:
+    emu = shell_example(foreign_sandbox, seeded_aws)
     assert_no_python_on_path(emu)
     cold, warm = run_twice(emu)
     for payload in (cold, warm):
@@ -208,10 +216,7 @@ def test_example_shell_function_reads_with_curl(
 def test_example_shell_function_reports_a_missing_secret_without_values(
     foreign_sandbox: Callable[..., LambdaEmulator], seeded_aws: SeededAws
 ) -> None:
-    tool("curl")
-    code = EXAMPLES / "shell"
-    emu = foreign_sandbox(code, "bootstrap", [str(code / "bootstrap")])
-    emu.function_env["PARAMETER_NAME"] = seeded_aws.secure_param
+    emu = shell_example(foreign_sandbox, seeded_aws)
     emu.function_env["SECRET_ID"] = "no-such-secret"
     emu.init()
     result = emu.invoke({})
