@@ -299,6 +299,10 @@ class AwsBackends:
             params["VersionStage"] = version_stage
         return await self.call("secretsmanager", "get_secret_value", params)
 
+    async def describe_secret(self, secret_id: str) -> dict[str, Any]:
+        """DescribeSecret: the secret's rotation schedule and version stages, never its value."""
+        return await self.call("secretsmanager", "describe_secret", {"SecretId": secret_id})
+
     async def get_parameter(self, name: str, with_decryption: bool) -> dict[str, Any]:
         return await self.call(
             "ssm", "get_parameter", {"Name": name, "WithDecryption": with_decryption}

@@ -139,6 +139,9 @@ class TtlCache:
         self.holding = False
         #: Where hits, misses, refreshes, stale answers and coalesced waiters are counted.
         self.metrics = metrics if metrics is not None else Metrics()
+        #: Asked at each store of a value: seconds the entry may live at most, or None for the
+        #: policy's TTL (`rotation.RotationWatch` ends a secret's entry at its next rotation).
+        self.lifetime_limit: Callable[[CacheKey], float | None] | None = None
 
     @property
     def enabled(self) -> bool:
@@ -301,7 +304,15 @@ class TtlCache:
         if ttl <= 0:
             return
         lifetime = ttl * (1.0 - policy.jitter * self._rand())
-        entry = _Entry(body, error, self.clock(), lifetime, ttl * policy.refresh_ahead)
+        refresh_window = ttl * policy.refresh_ahead
+        limit = (
+            None if error is not None or self.lifetime_limit is None else self.lifetime_limit(key)
+        )
+        if limit is not None and limit < lifetime:
+            # No refresh-ahead before a limit: the value cannot change before it, so a refresh
+            # would fetch the same value, be limited to the same instant, and repeat.
+            lifetime, refresh_window = max(0.0, limit), 0.0
+        entry = _Entry(body, error, self.clock(), lifetime, refresh_window)
         old = self._entries.pop(key, None)
         if old is not None:
             self.bytes -= old.size

@@ -128,6 +128,12 @@ class Config:
     metrics_namespace: str = "Secretcache"
     #: How AWS is called: "lean" (secretcache.aws) or "sdk" (aiobotocore).
     upstream: str = "lean"
+    #: SECRETCACHE_ROTATION_AWARE: a secret with rotation enabled is not served past its
+    #: NextRotationDate (one DescribeSecret beside each GetSecretValue of a changeable read).
+    rotation_aware: bool = False
+    #: Seconds between re-reads of a secret whose rotation window has begun but whose new
+    #: version has not appeared yet.
+    rotation_recheck: int = 60
     #: The AWS_* variables (credentials, endpoints, FIPS...) for the lean client, which reads
     #: them as the SDK would. Holds credentials: never shown.
     aws_environment: tuple[tuple[str, str], ...] = field(default=(), repr=False)
@@ -172,6 +178,8 @@ class Config:
             "metricsIntervalSeconds": self.metrics_interval,
             "metricsNamespace": self.metrics_namespace,
             "upstream": self.upstream,
+            "rotationAware": self.rotation_aware,
+            "rotationRecheckSeconds": self.rotation_recheck,
         }
 
 
@@ -383,5 +391,7 @@ def load_config(env: Mapping[str, str]) -> Config:
         metrics_interval=_int(env, "SECRETCACHE_METRICS_INTERVAL", 60, 1, MAX_TTL_SECONDS),
         metrics_namespace=namespace,
         upstream=upstream,
+        rotation_aware=_bool(env, "SECRETCACHE_ROTATION_AWARE", False),
+        rotation_recheck=_int(env, "SECRETCACHE_ROTATION_RECHECK_SECONDS", 60, 1, 3600),
         aws_environment=tuple(sorted((k, v) for k, v in env.items() if k.startswith("AWS_"))),
     )

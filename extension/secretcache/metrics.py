@@ -73,6 +73,27 @@ class ServiceStats:
         }
 
 
+class RotationStats:
+    """DescribeSecret's cost under SECRETCACHE_ROTATION_AWARE (Secrets Manager's counters)."""
+
+    __slots__ = ("describe_calls", "describe_failures", "limited")
+
+    def __init__(self) -> None:
+        #: DescribeSecret requests made (each billed like a GetSecretValue); retries not counted.
+        self.describe_calls = 0
+        #: Of those, the ones that failed (the entry then kept its TTL).
+        self.describe_failures = 0
+        #: Entries whose life was cut short of the TTL by a rotation date or a re-check.
+        self.limited = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "describeSecretCalls": self.describe_calls,
+            "describeSecretFailures": self.describe_failures,
+            "rotationLimitedEntries": self.limited,
+        }
+
+
 class CacheContents(Protocol):
     """What a snapshot reads from the cache (the cache is not imported: it imports us)."""
 
@@ -89,6 +110,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.services = {service: ServiceStats() for service in Service}
+        self.rotation = RotationStats()
 
     def service(self, service: str) -> ServiceStats:
         """The counters of one service (a `Service` or its name)."""
@@ -113,6 +135,8 @@ def snapshot(cache: CacheContents) -> dict[str, Any]:
         count, size = sizes.get(service, (0, 0))
         counters["entries"] = count
         counters["bytes"] = size
+        if service is Service.SECRETS_MANAGER:
+            counters.update(cache.metrics.rotation.as_dict())
         services[service.value] = counters
     return {"services": services, "cache": {"entries": len(cache), "bytes": cache.bytes}}
 
@@ -132,6 +156,9 @@ def emf_line(cache: CacheContents, namespace: str, function_name: str | None) ->
         errors = sum(counters["upstreamErrors"].values())
         record[prefix + "UpstreamErrors"] = errors
         definitions.append({"Name": prefix + "UpstreamErrors", "Unit": "Count"})
+        if service is Service.SECRETS_MANAGER:
+            record[prefix + "DescribeSecretCalls"] = counters["describeSecretCalls"]
+            definitions.append({"Name": prefix + "DescribeSecretCalls", "Unit": "Count"})
         p99 = counters["upstreamLatencyMs"]["p99"]
         if p99 is not None:
             record[prefix + "UpstreamLatencyP99"] = p99

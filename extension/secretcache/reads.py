@@ -15,6 +15,7 @@ import contextlib
 import contextvars
 import json
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple, Protocol
 
 from . import responses
@@ -32,6 +33,7 @@ from .read_requests import (
     SecretsRead,
     SingleRead,
 )
+from .rotation import RotationWatch
 from .service import Service
 
 #: Set inside the prefetch's own reads, which must not wait for the prefetch to finish.
@@ -61,6 +63,8 @@ class Upstream(Protocol):
     async def get_secret_value(
         self, secret_id: str, version_id: str | None, version_stage: str | None
     ) -> dict[str, Any]: ...
+
+    async def describe_secret(self, secret_id: str) -> dict[str, Any]: ...
 
     async def get_parameter(self, name: str, with_decryption: bool) -> dict[str, Any]: ...
 
@@ -174,6 +178,13 @@ class Reads:
         self.backends = backends
         self._prefetching: asyncio.Event | None = None
         self._batches: dict[Read, asyncio.Task[bytes]] = {}
+        #: SECRETCACHE_ROTATION_AWARE: ends a rotating secret's entries at its next rotation.
+        self.rotation: RotationWatch | None = None
+        if config.rotation_aware:
+            self.rotation = RotationWatch(
+                backends, cache.metrics, recheck=float(config.rotation_recheck)
+            )
+            cache.lifetime_limit = self.rotation.lifetime_limit
 
     # Prefetch ordering ------------------------------------------------------------------------
 
@@ -258,11 +269,19 @@ class Reads:
                 responses.agent_secret_value_body if read.agent else responses.secret_value_body
             )
 
-            async def load_secret() -> bytes:
-                result = await backends.get_secret_value(
+            async def get_value() -> dict[str, Any]:
+                return await backends.get_secret_value(
                     read.secret_id, read.version_id, read.version_stage
                 )
-                return render(result)
+
+            fetch: Callable[[], Awaitable[dict[str, Any]]] = get_value
+            if self.rotation is not None and read.version_id is None:
+                fetch = self.rotation.watch(
+                    cache_key(read), read.secret_id, read.version_stage, get_value
+                )
+
+            async def load_secret() -> bytes:
+                return render(await fetch())
 
             return load_secret
         if type(read) is ParameterRead:

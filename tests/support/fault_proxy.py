@@ -9,7 +9,12 @@ event loop in a daemon thread:
     proxy.set_fault(Fault.aws_error(400, "AccessDeniedException"), target="GetSecretValue")
     proxy.set_fault(Fault.down())                             # refuse connections (moto stopped)
     proxy.set_rate_limit(8.0, target_prefix="AmazonSSM.")     # AWS's TPS limit: a token bucket
+    proxy.set_rewrite("DescribeSecret", shift_dates)          # edit moto's successful answers
     proxy.clear()
+
+A rewrite takes the JSON object of a successful answer and returns the one to send: how tests
+give moto's answer a value moto cannot produce (a NextRotationDate seconds away, where moto only
+computes whole days from now).
 
 A rate limit is a token bucket of `tps` tokens a second holding at most `burst` seconds' worth,
 shared by every request whose X-Amz-Target starts with `target_prefix` (Parameter Store's limit
@@ -32,7 +37,9 @@ import struct
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from tools.net import free_port
 
@@ -129,6 +136,8 @@ RATE_EXCEEDED = Fault("rate", status=400, error_type="ThrottlingException")
 @dataclass
 class _State:
     rules: list[_Rule] = field(default_factory=list)
+    #: X-Amz-Target suffix -> the edit applied to successful JSON answers.
+    rewrites: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = field(default_factory=dict)
     limits: list[_RateLimit] = field(default_factory=list)
     calls: list[Call] = field(default_factory=list)
     inflight: Counter[tuple[str, str]] = field(default_factory=Counter)
@@ -209,11 +218,24 @@ class FaultProxy:
                 _RateLimit(target_prefix, tps, capacity, capacity, time.monotonic())
             )
 
+    def set_rewrite(
+        self, target: str, rewrite: Callable[[dict[str, Any]], dict[str, Any]] | None
+    ) -> None:
+        """Edit every successful answer to requests whose X-Amz-Target ends with `target`
+        (None: stop editing them)."""
+        with self._lock:
+            if rewrite is None:
+                self._state.rewrites.pop(target, None)
+            else:
+                self._state.rewrites[target] = rewrite
+
     def clear(self) -> None:
-        """Back to forwarding everything (no faults, no rate limits); listen again if down."""
+        """Back to forwarding everything (no faults, rate limits or rewrites); listen again if
+        down."""
         with self._lock:
             self._state.rules.clear()
             self._state.limits.clear()
+            self._state.rewrites.clear()
         if self._down:
             self._run(self._listen())
 
@@ -325,6 +347,7 @@ class FaultProxy:
                 if writer.is_closing():
                     return False
             status_line, out_headers, out_body = await self._forward(head, headers, body)
+            out_body = self._rewritten(target, status_line, out_body)
             if fault.kind == "truncate":
                 writer.write(
                     _rebuild(status_line, out_headers, len(out_body))
@@ -339,6 +362,16 @@ class FaultProxy:
         finally:
             with self._lock:
                 self._state.inflight[key] -= 1
+
+    def _rewritten(self, target: str, status_line: bytes, body: bytes) -> bytes:
+        with self._lock:
+            rewrites = [f for suffix, f in self._state.rewrites.items() if target.endswith(suffix)]
+        if not rewrites or b" 200 " not in status_line + b" ":
+            return body
+        document = json.loads(body)
+        for rewrite in rewrites:
+            document = rewrite(document)
+        return json.dumps(document).encode()
 
     async def _forward(
         self, head: bytes, headers: dict[str, str], body: bytes

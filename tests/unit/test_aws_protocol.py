@@ -110,6 +110,7 @@ def _params_for(operation: Operation) -> st.SearchStrategy[dict[str, Any]]:
     names = {
         "GetSecretValue": ("SecretId", "VersionId", "VersionStage"),
         "BatchGetSecretValue": ("SecretIdList", "MaxResults", "NextToken"),
+        "DescribeSecret": ("SecretId",),
         "GetParameter": ("Name", "WithDecryption"),
         "GetParameters": ("Names", "WithDecryption"),
         "GetParametersByPath": ("Path", "Recursive", "WithDecryption", "MaxResults", "NextToken"),

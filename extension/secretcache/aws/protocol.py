@@ -50,6 +50,20 @@ SERVICES: dict[str, tuple[str, str, dict[str, Operation]]] = {
                 output_blobs=("SecretBinary",),
                 output_timestamps=("CreatedDate",),
             ),
+            "describe_secret": Operation(
+                "DescribeSecret",
+                {"SecretId": 1},
+                required=("SecretId",),
+                output_timestamps=(
+                    "CreatedDate",
+                    "DeletedDate",
+                    "LastAccessedDate",
+                    "LastChangedDate",
+                    "LastRotatedDate",
+                    "NextRotationDate",
+                    "ReplicationStatus/*/LastAccessedDate",
+                ),
+            ),
             "batch_get_secret_value": Operation(
                 "BatchGetSecretValue",
                 {"SecretIdList": 1, "SecretIdList[]": 1, "MaxResults": 1, "NextToken": 1},
