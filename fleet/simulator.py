@@ -2,11 +2,12 @@
 
 What one extension does, per cached item (see extension/secretcache/cache.py, backends.py):
 a stored entry lives `ttl * (1 - jitter * U)`; a hit in the last `refresh_ahead * ttl` of that
-life starts one background refresh (single reads only: the batch path reads the cache without
-refresh-ahead); a miss makes the handler wait for one call (single-flight: a sandbox serves one
-invocation at a time, so one call per item); a throttled call is retried with full-jitter
-backoff up to MAX_ATTEMPTS within the timeout; after the last failure a single read is served
-stale if its entry expired less than `max_stale` ago, else the handler gets a 429.
+life starts one background refresh (a batch read renews all its cached items in one batch call
+once one of them is due); a miss makes the handler wait for one call (single-flight: a sandbox
+serves one invocation at a time, so one call per item, or per chunk of a batch); a throttled
+call is retried with full-jitter backoff up to MAX_ATTEMPTS within the timeout; after the last
+failure the read is served stale if its entries expired less than `max_stale` ago (a batch
+chunk: all its items), else the handler gets a 429.
 
 How it stays fast at 10,000 sandboxes over a day:
 - Event skipping: invocations are a Poisson process per sandbox, so the time of the next read
@@ -72,7 +73,7 @@ class _Chains:
     pre_api: np.ndarray  # API of its prefetch calls (the extension prefetches item by item)
     ttl: np.ndarray
     refresh_ahead: np.ndarray  # bool
-    single: np.ndarray  # bool: one item read alone (stale-on-error applies)
+    single: np.ndarray  # bool: stale-on-error applies (single reads and batch chunks)
     slots: np.ndarray  # items in the group
     expiry: np.ndarray  # (chains, max_slots); -inf empty, +inf unused slot
     phase: np.ndarray
@@ -102,7 +103,7 @@ def _build_chains(
             left = count
             while left > 0:
                 n = min(left, limit)
-                groups.append((batch_api, single_api, ttl, False, False, n))
+                groups.append((batch_api, single_api, ttl, ra, True, n))
                 left -= n
         else:
             groups.extend((single_api, single_api, ttl, ra, True, 1) for _ in range(count))
@@ -387,7 +388,7 @@ class _Pending:
 
 
 def _can_stale(ch: _Chains, idx: np.ndarray, t: np.ndarray | float, policy: Policy) -> np.ndarray:
-    """Single reads whose expired entry is young enough to serve after the last retry fails."""
+    """Reads whose expired entries are young enough to serve after the last retry fails."""
     earliest = ch.expiry[idx].min(axis=1)
     allowed: np.ndarray = (
         ch.single[idx]

@@ -11,7 +11,7 @@ import copy
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import NamedTuple
 
 from .errors import NotFound, SecretcacheError
@@ -204,16 +204,40 @@ class TtlCache:
         try:
             body, coalesced = await self._single_flight(key, load, refresh)
         except SecretcacheError as exc:
-            stale = self._stale_for(key, exc)
+            stale = self.stale([key], exc)
             if stale is None:
                 raise
-            stats.stale += 1
-            age = self.clock() - stale.stored_at
-            if self._on_stale is not None:
-                self._on_stale(key, exc, age)
-            return Lookup(stale.body, "stale", age)
+            return stale[0]
         outcome = "coalesced" if coalesced else ("refresh" if refresh else "miss")
         return Lookup(body, outcome, 0.0)
+
+    def stale(self, keys: Sequence[CacheKey], exc: SecretcacheError) -> list[Lookup] | None:
+        """The last good bodies of `keys`, whose load failed with `exc`, if the stale policy
+        allows serving every one of them (a transient error, each within max_stale past its
+        TTL); else None and nothing is counted. A batch read asks for all the items of a chunk
+        whose call failed: its answer is either whole or an error."""
+        entries = [self._stale_for(key, exc) for key in keys]
+        if not entries or any(entry is None for entry in entries):
+            return None
+        now = self.clock()
+        lookups = []
+        for key, entry in zip(keys, entries, strict=True):
+            assert entry is not None
+            self.metrics.service(key.service).stale += 1
+            age = now - entry.stored_at
+            if self._on_stale is not None:
+                self._on_stale(key, exc, age)
+            lookups.append(Lookup(entry.body, "stale", age))
+        return lookups
+
+    def refresh_due(self, key: CacheKey) -> bool:
+        """Whether `key` is fresh but in its refresh-ahead window with no load under way (a batch
+        read refreshes such items together, in one background batch call)."""
+        entry = self._entries.get(key)
+        if entry is None or entry.error is not None or key in self._inflight:
+            return False
+        now = self.clock()
+        return entry.refresh_from <= now < entry.expires_at
 
     def _stale_for(self, key: CacheKey, exc: SecretcacheError) -> _Entry | None:
         policy = self.policies.get(key.service)

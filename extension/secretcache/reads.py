@@ -177,7 +177,10 @@ class Reads:
         self.cache = cache
         self.backends = backends
         self._prefetching: asyncio.Event | None = None
-        self._batches: dict[Read, asyncio.Task[bytes]] = {}
+        self._batches: dict[Read, asyncio.Task[Lookup]] = {}
+        #: Items a batch refresh-ahead is fetching, and the tasks doing it.
+        self._batch_refreshing: set[CacheKey] = set()
+        self._background: set[asyncio.Task[None]] = set()
         #: SECRETCACHE_ROTATION_AWARE: ends a rotating secret's entries at its next rotation.
         self.rotation: RotationWatch | None = None
         if config.rotation_aware:
@@ -237,9 +240,9 @@ class Reads:
     async def fetch(self, read: Read) -> Lookup:
         """Serve `read` from the cache or AWS; raises `SecretcacheError` (prefetch uses this)."""
         if isinstance(read, ParametersRead):
-            return Lookup(await self._shared(read, self._parameters), "batch")
+            return await self._shared(read, self._parameters)
         if isinstance(read, SecretsRead):
-            return Lookup(await self._shared(read, self._secrets), "batch")
+            return await self._shared(read, self._secrets)
         return await self._single(read)
 
     async def _single(self, read: SingleRead) -> Lookup:
@@ -332,21 +335,27 @@ class Reads:
         return responses.parameters_body(shaped, None)
 
     # Batch reads ------------------------------------------------------------------------------
+    #
+    # A batch read keeps the resilience of single reads, item by item: each item is cached under
+    # its single-read key; a fresh item in its refresh-ahead window is refreshed in the
+    # background, together with the batch's other such items, in one batch call; and when the
+    # call for a chunk of missing items fails transiently, the chunk is answered from the items'
+    # expired entries under the stale policy (all of the chunk's items, or the error).
 
-    async def _shared(self, read: ParametersRead | SecretsRead, load: Any) -> bytes:
+    async def _shared(self, read: ParametersRead | SecretsRead, load: Any) -> Lookup:
         """One upstream batch for identical concurrent batch reads (forced refreshes excepted)."""
         await self._after_prefetch()
         if read.refresh:
-            body: bytes = await load(read)
-            return body
+            lookup: Lookup = await load(read)
+            return lookup
         pending = self._batches.get(read)
         if pending is not None:
             self.cache.metrics.service(read.service).coalesced += 1
             return await asyncio.shield(pending)
-        task: asyncio.Task[bytes] = asyncio.get_running_loop().create_task(load(read))
+        task: asyncio.Task[Lookup] = asyncio.get_running_loop().create_task(load(read))
         self._batches[read] = task
 
-        def done(finished: asyncio.Task[bytes]) -> None:
+        def done(finished: asyncio.Task[Lookup]) -> None:
             if self._batches.get(read) is finished:
                 del self._batches[read]
             if not finished.cancelled():
@@ -355,38 +364,113 @@ class Reads:
         task.add_done_callback(done)
         return await asyncio.shield(task)
 
-    async def _parameters(self, read: ParametersRead) -> bytes:
+    def _from_cache(
+        self, keys: dict[str, CacheKey], refresh: bool
+    ) -> tuple[dict[str, bytes], list[str], list[str]]:
+        """Fresh bodies by id, the ids to fetch, and the ids to refresh ahead.
+
+        Once one fresh item is in its refresh-ahead window, every fresh item of the batch not
+        already being refreshed is renewed with it: the items' jittered lifetimes differ, and
+        renewing them one by one as each window opens would make a call per item.
+        """
+        cached: dict[str, bytes] = {}
+        missing: list[str] = []
+        due = False
+        for item, key in keys.items():
+            body = None if refresh else self.cache.fresh(key)
+            if body is None:
+                missing.append(item)
+                continue
+            cached[item] = body
+            due = due or self.cache.refresh_due(key)
+        ahead = [i for i in cached if keys[i] not in self._batch_refreshing] if due else []
+        return cached, missing, ahead
+
+    def _stale_chunk(
+        self, chunk: list[str], keys: dict[str, CacheKey], error: BaseException
+    ) -> tuple[dict[str, bytes], float]:
+        """The chunk's items from their expired entries when the stale policy allows all of them;
+        else the chunk's error is raised, as before."""
+        lookups = None
+        if isinstance(error, SecretcacheError):
+            lookups = self.cache.stale([keys[item] for item in chunk], error)
+        if lookups is None:
+            raise error
+        bodies = {item: lookup.body for item, lookup in zip(chunk, lookups, strict=True)}
+        return bodies, max(lookup.age for lookup in lookups)
+
+    def _refresh_ahead(
+        self,
+        service: Service,
+        keys: list[CacheKey],
+        fetch: Callable[[], Awaitable[Any]],
+    ) -> None:
+        """Run `fetch` (which stores what it gets) in the background, once per key at a time."""
+        self._batch_refreshing.update(keys)
+        self.cache.metrics.service(service).refreshes += len(keys)
+
+        async def run() -> None:
+            try:
+                await fetch()
+            except Exception as exc:  # the entries expire as usual; the next read fetches
+                log.debug("batch.refresh_failed", errorType=getattr(exc, "error_type", "internal"))
+            finally:
+                self._batch_refreshing.difference_update(keys)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _parameters(self, read: ParametersRead) -> Lookup:
         """GetParameters in chunks of 10; fresh entries come from the cache."""
         wanted = _unique(read.names)
         decrypt = read.decrypt
-        found: dict[str, dict[str, Any]] = {}
-        missing: list[str] = []
-        for name in wanted:
-            key = CacheKey(Service.SSM, name, "", decrypt)
-            body = None if read.refresh else self.cache.fresh(key)
-            if body is None:
-                missing.append(name)
-            else:
-                found[name] = json.loads(body)["Parameter"]
+        keys = {name: CacheKey(Service.SSM, name, "", decrypt) for name in wanted}
+        cached, missing, due = self._from_cache(keys, read.refresh)
+        found = {name: json.loads(body)["Parameter"] for name, body in cached.items()}
         invalid: set[str] = set()
+        stale_age: float | None = None
         if missing:
             self.cache.metrics.service(Service.SSM).misses += len(missing)
             chunks = _chunks(missing, SSM_BATCH_LIMIT)
             results = await asyncio.gather(
-                *(self.backends.get_parameters(c, decrypt) for c in chunks)
+                *(self._parameter_chunk(c, decrypt) for c in chunks), return_exceptions=True
             )
             for chunk, result in zip(chunks, results, strict=True):
-                invalid.update(result.get("InvalidParameters") or [])
-                by_name = self._match_parameters(chunk, result.get("Parameters") or [])
-                for name, raw in by_name.items():
-                    shaped = responses.parameter(raw)
-                    found[name] = shaped
-                    key = CacheKey(Service.SSM, name, "", decrypt)
-                    self.cache.put(key, responses.shaped_parameter_body(shaped))
+                if isinstance(result, BaseException):
+                    bodies, age = self._stale_chunk(chunk, keys, result)
+                    found.update({n: json.loads(b)["Parameter"] for n, b in bodies.items()})
+                    stale_age = max(age, stale_age or 0.0)
+                    continue
+                chunk_found, chunk_invalid = result
+                found.update(chunk_found)
+                invalid |= chunk_invalid
+        if due:
+
+            async def refresh() -> None:
+                await asyncio.gather(
+                    *(self._parameter_chunk(c, decrypt) for c in _chunks(due, SSM_BATCH_LIMIT))
+                )
+
+            self._refresh_ahead(Service.SSM, [keys[n] for n in due], refresh)
         ordered = [found[n] for n in wanted if n in found]
-        return responses.parameters_body(
+        body = responses.parameters_body(
             ordered, [n for n in wanted if n in invalid and n not in found]
         )
+        return _batch_lookup(body, stale_age)
+
+    async def _parameter_chunk(
+        self, chunk: list[str], decrypt: bool
+    ) -> tuple[dict[str, dict[str, Any]], set[str]]:
+        """One GetParameters call: what it found (each item stored) and the invalid names."""
+        result = await self.backends.get_parameters(chunk, decrypt)
+        found: dict[str, dict[str, Any]] = {}
+        for name, raw in self._match_parameters(chunk, result.get("Parameters") or []).items():
+            shaped = responses.parameter(raw)
+            found[name] = shaped
+            key = CacheKey(Service.SSM, name, "", decrypt)
+            self.cache.put(key, responses.shaped_parameter_body(shaped))
+        return found, set(result.get("InvalidParameters") or [])
 
     @staticmethod
     def _match_parameters(
@@ -401,40 +485,70 @@ class Reads:
                     out[name] = p
         return out
 
-    async def _secrets(self, read: SecretsRead) -> bytes:
+    async def _secrets(self, read: SecretsRead) -> Lookup:
         """BatchGetSecretValue in chunks of 20; fresh entries come from the cache."""
         wanted = _unique(read.secret_ids)
-        found: dict[str, dict[str, Any]] = {}
-        missing: list[str] = []
-        for secret_id in wanted:
-            key = cache_key(SecretRead(secret_id))
-            body = None if read.refresh else self.cache.fresh(key)
-            if body is None:
-                missing.append(secret_id)
-            else:
-                entry = json.loads(body)
-                entry.pop("ResultMetadata", None)
-                found[secret_id] = entry
+        keys = {secret_id: cache_key(SecretRead(secret_id)) for secret_id in wanted}
+        cached, missing, due = self._from_cache(keys, read.refresh)
+        found = {secret_id: _batch_item(body) for secret_id, body in cached.items()}
         errors: list[dict[str, Any]] = []
         extra: list[dict[str, Any]] = []
+        stale_age: float | None = None
         if missing:
             self.cache.metrics.service(Service.SECRETS_MANAGER).misses += len(missing)
             chunks = _chunks(missing, SECRETS_BATCH_LIMIT)
             results = await asyncio.gather(
-                *(self.backends.batch_get_secret_value(c) for c in chunks)
+                *(self._secret_chunk(c) for c in chunks), return_exceptions=True
             )
             for chunk, result in zip(chunks, results, strict=True):
-                errors.extend(result.get("Errors") or [])
-                returned = result.get("SecretValues") or []
-                matched = match_secret_values(chunk, returned)
-                claimed = {id(raw) for raw in matched.values()}
-                extra.extend(
-                    responses.secret_value(raw) for raw in returned if id(raw) not in claimed
+                if isinstance(result, BaseException):
+                    bodies, age = self._stale_chunk(chunk, keys, result)
+                    found.update({s: _batch_item(b) for s, b in bodies.items()})
+                    stale_age = max(age, stale_age or 0.0)
+                    continue
+                chunk_found, chunk_errors, chunk_extra = result
+                found.update(chunk_found)
+                errors.extend(chunk_errors)
+                extra.extend(chunk_extra)
+        if due:
+
+            async def refresh() -> None:
+                await asyncio.gather(
+                    *(self._secret_chunk(c) for c in _chunks(due, SECRETS_BATCH_LIMIT))
                 )
-                for secret_id, raw in matched.items():
-                    shaped = responses.secret_value(raw)
-                    found[secret_id] = shaped
-                    key = cache_key(SecretRead(secret_id))
-                    self.cache.put(key, responses.shaped_secret_value_body(shaped))
+
+            self._refresh_ahead(Service.SECRETS_MANAGER, [keys[s] for s in due], refresh)
         values = [found[s] for s in wanted if s in found] + extra
-        return responses.secret_values_body(values, errors)
+        return _batch_lookup(responses.secret_values_body(values, errors), stale_age)
+
+    async def _secret_chunk(
+        self, chunk: list[str]
+    ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+        """One BatchGetSecretValue call: the values matched to ids (each stored), AWS's errors,
+        and values returned that no id asked for can be proven to name."""
+        result = await self.backends.batch_get_secret_value(chunk)
+        returned = result.get("SecretValues") or []
+        matched = match_secret_values(chunk, returned)
+        claimed = {id(raw) for raw in matched.values()}
+        extra = [responses.secret_value(raw) for raw in returned if id(raw) not in claimed]
+        found: dict[str, dict[str, Any]] = {}
+        for secret_id, raw in matched.items():
+            shaped = responses.secret_value(raw)
+            found[secret_id] = shaped
+            key = cache_key(SecretRead(secret_id))
+            self.cache.put(key, responses.shaped_secret_value_body(shaped))
+        return found, list(result.get("Errors") or []), extra
+
+
+def _batch_item(body: bytes) -> dict[str, Any]:
+    """A single read's stored body as an item of a batch answer (no ResultMetadata)."""
+    entry: dict[str, Any] = json.loads(body)
+    entry.pop("ResultMetadata", None)
+    return entry
+
+
+def _batch_lookup(body: bytes, stale_age: float | None) -> Lookup:
+    """A batch answer: stale (with the oldest item's age) when any chunk was served stale."""
+    if stale_age is None:
+        return Lookup(body, "batch")
+    return Lookup(body, "stale", stale_age)
