@@ -300,6 +300,7 @@ def render(results: dict[str, Any]) -> str:
             "http_hit": "hit, raw http.client keep-alive",
             "miss": "miss (refreshNow=true -> moto), lean",
             "miss_sdk": "miss (refreshNow=true -> moto), SDK",
+            "miss_rotation": "miss, lean, SECRETCACHE_ROTATION_AWARE",
             "boto3": "direct boto3 get_secret_value -> moto",
             "powertools": "Powertools get_secret (in-process cache)",
             "floor": "floor: bare asyncio loopback HTTP",
@@ -321,12 +322,13 @@ def render(results: dict[str, Any]) -> str:
             )
         cpu = {
             k: (reads.get(k) or {}).get("sequential", {}).get("server_cpu_us_per_read")
-            for k in ("miss", "miss_sdk")
+            for k in ("miss", "miss_sdk", "miss_rotation")
         }
         if cpu["miss"] is not None:
             lines.append(
                 f"  extension CPU per miss (1 client): lean {_f(cpu['miss'])} us, "
-                f"SDK {_f(cpu['miss_sdk'])} us"
+                f"SDK {_f(cpu['miss_sdk'])} us, "
+                f"lean rotation-aware {_f(cpu['miss_rotation'])} us"
             )
         r = results.get("ratios") or {}
         lines.append(
