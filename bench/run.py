@@ -128,6 +128,11 @@ def seed_moto(moto: Any) -> str:
     sm.create_secret(Name=HIT_SECRET, SecretString=HIT_VALUE)
     for name in MISS_SECRETS:
         sm.create_secret(Name=name, SecretString=HIT_VALUE)
+        # Rotation on (moto: the next date a day away, the value kept), so that with
+        # SECRETCACHE_ROTATION_AWARE every miss describes the secret, as for a rotating secret.
+        sm.rotate_secret(
+            SecretId=name, RotationRules={"AutomaticallyAfterDays": 1}, RotateImmediately=False
+        )
     filler = "f" * FILL_BYTES
 
     def create(i: int) -> None:

@@ -76,7 +76,7 @@ class ServiceStats:
 class RotationStats:
     """DescribeSecret's cost under SECRETCACHE_ROTATION_AWARE (Secrets Manager's counters)."""
 
-    __slots__ = ("describe_calls", "describe_failures", "limited")
+    __slots__ = ("describe_calls", "describe_failures", "describes_skipped", "limited")
 
     def __init__(self) -> None:
         #: DescribeSecret requests made (each billed like a GetSecretValue); retries not counted.
@@ -85,12 +85,15 @@ class RotationStats:
         self.describe_failures = 0
         #: Entries whose life was cut short of the TTL by a rotation date or a re-check.
         self.limited = 0
+        #: Loads of a secret known to have no rotation, whose version had not changed: no call.
+        self.describes_skipped = 0
 
     def as_dict(self) -> dict[str, int]:
         return {
             "describeSecretCalls": self.describe_calls,
             "describeSecretFailures": self.describe_failures,
             "rotationLimitedEntries": self.limited,
+            "describeSecretSkipped": self.describes_skipped,
         }
 
 

@@ -183,7 +183,7 @@ class Reads:
         self._background: set[asyncio.Task[None]] = set()
         #: SECRETCACHE_ROTATION_AWARE: ends a rotating secret's entries at its next rotation.
         self.rotation: RotationWatch | None = None
-        if config.rotation_aware:
+        if config.rotation_aware and config.secrets_manager_ttl > 0:
             self.rotation = RotationWatch(
                 backends, cache.metrics, recheck=float(config.rotation_recheck)
             )
@@ -278,7 +278,8 @@ class Reads:
                 )
 
             fetch: Callable[[], Awaitable[dict[str, Any]]] = get_value
-            if self.rotation is not None and read.version_id is None:
+            # Only when the answer is stored: an uncached read has no entry to end early.
+            if self.rotation is not None and read.version_id is None and self.cache.enabled:
                 fetch = self.rotation.watch(
                     cache_key(read), read.secret_id, read.version_stage, get_value
                 )

@@ -43,6 +43,9 @@ DESCRIBE_GRACE_SECONDS = 1.0
 MAX_WINDOW_SECONDS = 86_400.0
 #: AWS's default window for a schedule in hours.
 HOURS_WINDOW_SECONDS = 3_600.0
+#: How long a secret DescribeSecret found without rotation goes undescribed while its version
+#: stays the same (rotation turned on later is seen at the latest after this).
+QUIET_SECONDS = 3_600.0
 #: Secrets remembered (schedules and the once-per-secret log), oldest dropped first.
 MAX_RECORDS = 4_096
 DEFAULT_STAGE = "AWSCURRENT"
@@ -151,12 +154,16 @@ def decide(
 
 
 class _Record:
-    __slots__ = ("deadline", "window_version")
+    __slots__ = ("deadline", "quiet_until", "quiet_version", "window_version")
 
     def __init__(self) -> None:
         #: Wall-clock instant the entry stored from this secret's last load must end; None: TTL.
         self.deadline: float | None = None
         self.window_version: str | None = None
+        #: DescribeSecret said rotation is off (or refused for good, e.g. AccessDenied) while this
+        #: version was served: not asked again until the version changes or `quiet_until`.
+        self.quiet_version: str | None = None
+        self.quiet_until = 0.0
 
 
 class RotationWatch:
@@ -196,12 +203,20 @@ class RotationWatch:
         """`get_value` with DescribeSecret run beside it; the result decides `key`'s lifetime."""
 
         async def fetch() -> dict[str, Any]:
-            describe = asyncio.ensure_future(self._describe(secret_id))
-            try:
+            record = self._records.get(key)
+            if record is not None and record.quiet_version and self._wall() < record.quiet_until:
                 result = await get_value()
-            except BaseException:
-                describe.cancel()
-                raise
+                if result.get("VersionId") == record.quiet_version:
+                    self._metrics.rotation.describes_skipped += 1
+                    return result  # unchanged, without rotation: the TTL, no DescribeSecret
+                describe = asyncio.ensure_future(self._describe(secret_id))
+            else:
+                describe = asyncio.ensure_future(self._describe(secret_id))
+                try:
+                    result = await get_value()
+                except BaseException:
+                    describe.cancel()
+                    raise
             try:
                 described = await asyncio.wait_for(describe, self._grace)
             except asyncio.TimeoutError:
@@ -222,7 +237,10 @@ class RotationWatch:
             stats.describe_failures += 1
             error_type = exc.error_type if isinstance(exc, SecretcacheError) else "InternalError"
             self._warn_once(secret_id, "rotation.describe_failed", error_type)
-            return None
+            # A lasting refusal (AccessDenied) is taken as "no rotation known": not asked again
+            # while the version stays the same; a passing one (throttling) is tried next time.
+            transient = isinstance(exc, SecretcacheError) and exc.transient
+            return None if transient else {}
 
     def _record(
         self,
@@ -236,6 +254,7 @@ class RotationWatch:
         self._records[key] = record
         while len(self._records) > MAX_RECORDS:
             self._records.popitem(last=False)
+        record.quiet_version = None
         if described is None:
             record.deadline = None
             return
@@ -244,6 +263,9 @@ class RotationWatch:
         served_version = str(served) if served else None
         now = self._wall()
         decision = decide(schedule, served_version, record.window_version, now, self._recheck)
+        if decision.state == "plain":
+            record.quiet_version = served_version
+            record.quiet_until = now + QUIET_SECONDS
         if decision.state == "window" and record.window_version is None:
             record.window_version = served_version
         elif decision.state in ("before", "plain"):

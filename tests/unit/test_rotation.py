@@ -302,14 +302,17 @@ async def test_switched_off_no_describe_call_and_the_ttl_rules() -> None:
 
 
 @pytest.mark.parametrize(
-    "error",
+    ("error", "describes"),
     [
-        AccessDenied("secretsmanager: AccessDeniedException"),
-        Throttled("secretsmanager: Throttling"),
+        # A lasting refusal is not asked again while the version stays the same.
+        (AccessDenied("secretsmanager: AccessDeniedException"), 1),
+        # A passing one is tried again at the next load.
+        (Throttled("secretsmanager: Throttling"), 2),
     ],
+    ids=["access_denied", "throttled"],
 )
 async def test_describe_failing_keeps_the_ttl_and_warns_once(
-    error: Exception, capsys: pytest.CaptureFixture[str]
+    error: Exception, describes: int, capsys: pytest.CaptureFixture[str]
 ) -> None:
     log.set_level("info")
     world = World(ttl=300)
@@ -321,15 +324,15 @@ async def test_describe_failing_keeps_the_ttl_and_warns_once(
     assert world.count("get_secret_value") == 1
     world.clock.now += 1
     assert await world.read() == "value-v1"
-    assert world.count("describe_secret") == 2
+    assert world.count("describe_secret") == describes
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
     warned = [x for x in lines if x.get("event") == "rotation.describe_failed"]
     assert len(warned) == 1
     assert warned[0]["secretId"] == "db"
     assert "value-v1" not in json.dumps(lines)
     counters = snapshot(world.cache)["services"]["secretsmanager"]
-    assert counters["describeSecretCalls"] == 2
-    assert counters["describeSecretFailures"] == 2
+    assert counters["describeSecretCalls"] == counters["describeSecretFailures"] == describes
+    assert counters["describeSecretSkipped"] == 2 - describes
 
 
 async def test_a_slow_describe_does_not_hold_the_read_up() -> None:
@@ -376,3 +379,47 @@ async def test_a_batch_read_of_a_known_rotating_secret_is_limited_too() -> None:
     world.cache.put(key, b'{"SecretString": "from a batch"}')
     world.clock.now = NOON
     assert world.cache.fresh(key) is None
+
+
+async def test_nothing_is_described_when_nothing_is_stored() -> None:
+    uncached = World(ttl=0)
+    await uncached.read()
+    assert uncached.reads.rotation is None
+    assert uncached.count("describe_secret") == 0
+    held = World()
+    held.cache.holding = True  # SnapStart's INIT: nothing is kept
+    await held.read()
+    assert held.count("describe_secret") == 0
+    held.cache.holding = False
+    await held.read()
+    assert held.count("describe_secret") == 1
+
+
+async def test_a_secret_without_rotation_is_described_again_only_when_its_version_changes() -> None:
+    world = World(ttl=10)
+    await world.read()  # DescribeSecret: no rotation
+    for _ in range(5):
+        world.clock.now += 10
+        assert await world.read() == "value-v1"
+    assert world.count("get_secret_value") == 6
+    assert world.count("describe_secret") == 1
+    world.backends.version = "v2"  # changed: rotation may have been turned on with it
+    world.backends.next_rotation = NOON + DAY
+    world.clock.now += 10
+    assert await world.read() == "value-v2"
+    assert world.count("describe_secret") == 2
+    world.backends.version = "v3"  # rotation is on now: every load describes
+    world.clock.now += 10
+    await world.read()
+    assert world.count("describe_secret") == 3
+
+
+async def test_a_secret_without_rotation_is_described_again_after_an_hour() -> None:
+    world = World(ttl=300)
+    await world.read()
+    world.clock.now += 3000
+    await world.read()
+    assert world.count("describe_secret") == 1
+    world.clock.now += 700  # an hour after the first description
+    await world.read()
+    assert world.count("describe_secret") == 2
