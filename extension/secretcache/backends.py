@@ -81,6 +81,14 @@ _BAD_REQUEST = frozenset(
 _MAX_MESSAGE = 300
 
 
+async def _close_contexts(contexts: list[Any]) -> None:
+    for context in contexts:
+        try:
+            await context.__aexit__(None, None, None)
+        except Exception as exc:
+            log.debug("sdk.close_failed", error=type(exc).__name__)
+
+
 def classify(exc: BaseException, service: str) -> SecretcacheError:
     """Map an SDK or transport exception to our error; the message holds no request data."""
     if isinstance(exc, SecretcacheError):
@@ -136,6 +144,7 @@ class AwsBackends:
         self._session: Any = None
         self._clients: dict[str, Any] = {}
         self._client_contexts: list[Any] = []
+        self._closing: set[asyncio.Task[None]] = set()
         self._semaphores = {s: asyncio.Semaphore(max_connections) for s in SERVICES}
         self._ready: asyncio.Future[None] | None = None
         self._create_lock = asyncio.Lock()
@@ -278,6 +287,17 @@ class AwsBackends:
         async with semaphore:
             return await method(**params)
 
+    def after_restore(self) -> None:
+        """SnapStart restore: connections pooled before the snapshot are gone. The clients are
+        dropped (closed in the background) and made again on the next call. (botocore's container
+        provider renews credentials by their expiry only; the lean client re-reads them.)"""
+        contexts, self._client_contexts = self._client_contexts, []
+        self._clients = {}
+        if contexts:
+            task = asyncio.get_running_loop().create_task(_close_contexts(contexts))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
     async def close(self) -> None:
         for context in self._client_contexts:
             try:
@@ -286,6 +306,8 @@ class AwsBackends:
                 log.debug("sdk.close_failed", error=type(exc).__name__)
         self._client_contexts.clear()
         self._clients.clear()
+        for task in list(self._closing):
+            task.cancel()
 
     # One function per AWS operation -------------------------------------------------------
 

@@ -115,6 +115,9 @@ class Config:
     #: warm right after restore instead, each sandbox after a random delay up to the jitter).
     snapstart_prefetch: bool = False
     snapstart_jitter: float = 1.0
+    #: Tests only: the random state at start, so two processes stand in for two sandboxes restored
+    #: from one snapshot (which start with the same state).
+    random_seed: str | None = field(default=None, repr=False)
     lambda_runtime_api: str | None = None
     function_name: str | None = None
     #: AWS_REGION (set by Lambda) or AWS_DEFAULT_REGION; None lets the SDK decide.
@@ -373,6 +376,7 @@ def load_config(env: Mapping[str, str]) -> Config:
         snapstart=_raw(env, "AWS_LAMBDA_INITIALIZATION_TYPE") == "snap-start",
         snapstart_prefetch=_bool(env, "SECRETCACHE_SNAPSTART_PREFETCH", False),
         snapstart_jitter=_int(env, "SECRETCACHE_SNAPSTART_JITTER_MILLIS", 1000, 0, 60_000) / 1000.0,
+        random_seed=_raw(env, "SECRETCACHE_RANDOM_SEED") or None,
         lambda_runtime_api=_raw(env, "AWS_LAMBDA_RUNTIME_API"),
         function_name=_raw(env, "AWS_LAMBDA_FUNCTION_NAME"),
         region=_raw(env, "AWS_REGION") or _raw(env, "AWS_DEFAULT_REGION"),

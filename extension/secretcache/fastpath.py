@@ -385,7 +385,7 @@ class FastPathProtocol(asyncio.Protocol):
             return None
         if health:
             ready = hub.status.ready and hub.reads.backends.loaded
-            return _Plan(None, close, answer=json_body({"status": "ok" if ready else "starting"}))
+            return _Plan(None, close, answer=json_body(hub.status.health(ready)))
         if token is None or not token_matches(token, hub.token):
             return None
         body_size = int(length) if length is not None else 0

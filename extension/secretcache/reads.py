@@ -225,6 +225,7 @@ class Reads:
 
     async def fetch(self, read: Read) -> Lookup:
         """Serve `read` from the cache or AWS; raises `SecretcacheError` (prefetch uses this)."""
+        self.cache.clock()  # a restore shows here (wall-clock jump) before anything goes upstream
         if isinstance(read, ParametersRead):
             return Lookup(await self._shared(read, self._parameters), "batch")
         if isinstance(read, SecretsRead):

@@ -273,8 +273,8 @@ async def kms_decrypt(request: web.Request) -> web.Response:
 async def health(request: web.Request) -> web.Response:
     """No token, no names, no configuration: just whether the extension is ready."""
     state = request.app[STATE]
-    status = "ok" if state.status.ready and state.reads.backends.loaded else "starting"
-    return json_response(json_body({"status": status}))
+    ready = state.status.ready and state.reads.backends.loaded
+    return json_response(json_body(state.status.health(ready)))
 
 
 async def ping(request: web.Request) -> web.Response:

@@ -75,6 +75,13 @@ class LeanAwsBackends(AwsBackends):
             raise classify(exc, service) from None
         return self._clients.setdefault(service, client)
 
+    def after_restore(self) -> None:
+        """SnapStart restore: close the connections pooled before the snapshot (they are gone;
+        the next call opens new ones) and read the credentials again from their source."""
+        for client in self._clients.values():
+            client.close()
+        self._credentials.invalidate()
+
     async def close(self) -> None:
         for client in self._clients.values():
             client.close()

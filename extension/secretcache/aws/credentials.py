@@ -117,6 +117,10 @@ class ContainerCredentials:
             current.expires_at is None or current.expires_at - self._clock() > margin
         )
 
+    def invalidate(self) -> None:
+        """Forget the credentials held: the next call reads them from the endpoint again."""
+        self._current = None
+
     async def get(self) -> Credentials:
         if self._fresh(ADVISORY_REFRESH_SECONDS):
             assert self._current is not None
@@ -188,11 +192,20 @@ class CredentialChain:
     """The first source that applies: environment, container endpoint, botocore."""
 
     def __init__(self, env: Mapping[str, str]) -> None:
-        self._static = from_environment(env)
-        url = container_endpoint(env) if self._static is None else None
+        url = container_endpoint(env)
+        snapstart = (env.get("AWS_LAMBDA_INITIALIZATION_TYPE") or "").strip() == "snap-start"
+        # Under SnapStart the container endpoint is Lambda's source; keys in the environment
+        # would be the snapshot's.
+        self._static = None if snapstart and url else from_environment(env)
+        url = url if self._static is None else None
         self._container = ContainerCredentials(url, env) if url else None
         self._botocore: BotocoreCredentials | None = None
         self.source = "environment" if self._static else "container" if url else "botocore"
+
+    def invalidate(self) -> None:
+        """After a restore: the next call reads the credentials from their source again."""
+        if self._container is not None:
+            self._container.invalidate()
 
     async def get(self) -> Credentials:
         if self._static is not None:
