@@ -25,6 +25,6 @@ def handler(event, context):
     return {
         "init": INIT_VALUE,
         "value": get_secret(SECRET_ID),
-        "session_token_set": "AWS_SESSION_TOKEN" in os.environ,
+        "session_token_set": bool(os.environ.get("AWS_SESSION_TOKEN")),
         "health": health(),
     }
