@@ -4,11 +4,12 @@ RIE gets SnapStart's environment (the container credentials endpoint with its to
 AWS_SESSION_TOKEN nor key variables) and runs INIT at the first invoke, followed at once by that
 invoke: a snapshot restored the instant it was taken. AWS_LAMBDA_INITIALIZATION_TYPE=snap-start
 goes to the extension only: with it, awslambdaric asks the Runtime API for
-/2018-06-01/runtime/restore/next (the runtime's restore phase), which RIE does not serve. Then the extension process is
-stopped (SIGSTOP), the secret rotated in moto, its wall clock moved two hours ahead (libfaketime,
-CLOCK_REALTIME only, preloaded into the extension alone through the launcher's
-SECRETCACHE_EXEC_PREFIX) and resumed: the next invoke's read must see the restore by the clock,
-as a request that reaches the extension before its first event after a real restore does.
+/2018-06-01/runtime/restore/next (the runtime's restore phase), which RIE does not serve.
+Then the extension process is stopped (SIGSTOP), the secret rotated in moto, its wall clock moved
+two hours ahead (libfaketime, CLOCK_REALTIME only, preloaded into the extension alone through the
+launcher's SECRETCACHE_EXEC_PREFIX) and resumed: the next invoke's read must see the restore by
+the clock, as a request that reaches the extension before its first event after a real restore
+does.
 """
 
 from __future__ import annotations
