@@ -281,6 +281,7 @@ class TtlCache:
         try:
             body = await load()
         except SecretcacheError as exc:
+            self.clock()  # a restore first seen by this read supersedes the load (expire_all)
             latest = self._inflight.get(key) is future
             if latest and isinstance(exc, NotFound):
                 self._store(key, b"", _copy_error(exc))
@@ -294,6 +295,7 @@ class TtlCache:
             if not future.done():
                 future.set_exception(exc)
         else:
+            self.clock()  # a restore first seen by this read supersedes the load (expire_all)
             if self._inflight.get(key) is future:  # a newer (forced) load supersedes this one
                 self._store(key, body, None)
             if not future.done():

@@ -715,3 +715,21 @@ async def test_expire_all_makes_later_callers_start_their_own_load() -> None:
     before_snapshot.release.set()
     assert (await first).body == b"pre-snapshot"
     assert cache.fresh(KEY) == b"post-restore"  # the older load does not store its result
+
+
+async def test_a_load_from_before_a_restore_first_seen_when_it_ends_is_not_stored(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import secretcache.cache as cache_module
+
+    mono, wall = [100.0], [5000.0]
+    monkeypatch.setattr(cache_module.time, "monotonic", lambda: mono[0])
+    monkeypatch.setattr(cache_module.time, "time", lambda: wall[0])
+    cache = TtlCache(max_entries=10, max_bytes=1 << 20, policies=policies(3600, jitter=0.0))
+    before_snapshot = GatedLoader(b"pre-snapshot")
+    waiter = asyncio.create_task(cache.get(KEY, before_snapshot))
+    await before_snapshot.started.wait()
+    wall[0] += 7200  # the snapshot is restored while the load is in flight
+    before_snapshot.release.set()
+    assert (await waiter).body == b"pre-snapshot"  # its caller gets what it asked for
+    assert cache.fresh(KEY) is None and len(cache) == 0  # but it is not kept
