@@ -20,21 +20,13 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
 from tests.support.container_credentials import ContainerCredentialsServer
+from tests.support.snapstart import AFTER, BEFORE, STORED_SECONDS, needs_libfaketime
 from tools.emulator.emulator import libfaketime
 from tools.moto_server import MotoServer
 from tools.rie import RieSandbox
 
-BEFORE = "value-in-the-snapshot"
-AFTER = "rotated-while-snapshotted"
-
-pytestmark = pytest.mark.skipif(
-    libfaketime() is None,
-    reason="libfaketime is not installed (Debian package libfaketime; .ci/run installs it): "
-    "the restore's wall-clock jump cannot be simulated",
-)
+pytestmark = needs_libfaketime
 
 
 def extension_pid(rie: RieSandbox) -> int:
@@ -87,7 +79,7 @@ def test_on_rie_a_restore_is_seen_by_the_clock_and_the_rotated_value_served(
         pid = extension_pid(rie)
         os.kill(pid, signal.SIGSTOP)  # the snapshot
         sm.put_secret_value(SecretId=secret_id, SecretString=AFTER)
-        clock_file.write_text("+7200\n")
+        clock_file.write_text(f"+{STORED_SECONDS:.0f}\n")
         os.kill(pid, signal.SIGCONT)  # the restore, two hours later by the wall clock
 
         second = rie.invoke({})
@@ -95,7 +87,7 @@ def test_on_rie_a_restore_is_seen_by_the_clock_and_the_rotated_value_served(
         assert second.payload["value"] == AFTER
         snap = second.payload["health"]["snapStart"]
         assert snap["restores"] == 2 and snap["lastRestore"]["reason"] == "clock-jump"
-        assert snap["lastRestore"]["clockJumpSeconds"] >= 7200 - 60
+        assert snap["lastRestore"]["clockJumpSeconds"] >= STORED_SECONDS - 60
         assert credentials.authorized > read_before and credentials.refused == 0
     logs = rie.logs.text()
     assert credentials.token not in logs and BEFORE not in logs and AFTER not in logs

@@ -23,21 +23,12 @@ import pytest
 
 from tests.support.container_credentials import ContainerCredentialsServer
 from tests.support.fault_proxy import FaultProxy
+from tests.support.snapstart import AFTER, BEFORE, STORED_SECONDS, needs_libfaketime
 from tools.emulator import LambdaEmulator
-from tools.emulator.emulator import libfaketime
 from tools.moto_server import MotoServer
 from tools.net import http_request
 
-#: How long the snapshot was stored before the restore (wall clock).
-STORED_SECONDS = 2 * 3600.0
-BEFORE = "value-in-the-snapshot"
-AFTER = "rotated-while-snapshotted"
-
-pytestmark = pytest.mark.skipif(
-    libfaketime() is None,
-    reason="libfaketime is not installed (Debian package libfaketime; .ci/run installs it): "
-    "the restore's wall-clock jump cannot be simulated",
-)
+pytestmark = needs_libfaketime
 
 
 @pytest.fixture

@@ -615,12 +615,19 @@ async def test_close_cancels_background_loads() -> None:
         await asyncio.wait_for(task, 1)
 
 
-def test_sandbox_clock_follows_wall_clock_jumps(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def clocks(monkeypatch: pytest.MonkeyPatch) -> tuple[list[float], list[float]]:
+    """The cache module's monotonic and wall clocks, set by the test (one-item lists)."""
     import secretcache.cache as cache_module
 
     mono, wall = [100.0], [5000.0]
     monkeypatch.setattr(cache_module.time, "monotonic", lambda: mono[0])
     monkeypatch.setattr(cache_module.time, "time", lambda: wall[0])
+    return mono, wall
+
+
+def test_sandbox_clock_follows_wall_clock_jumps(clocks: tuple[list[float], list[float]]) -> None:
+    mono, wall = clocks
     clock = SandboxClock()
     start = clock()
     mono[0] += 1
@@ -652,13 +659,9 @@ async def test_refresh_now_fetches_after_it_arrived_instead_of_joining_a_load_in
 
 
 def test_sandbox_clock_reports_a_restore_sized_wall_jump_once(
-    monkeypatch: pytest.MonkeyPatch,
+    clocks: tuple[list[float], list[float]],
 ) -> None:
-    import secretcache.cache as cache_module
-
-    mono, wall = [100.0], [5000.0]
-    monkeypatch.setattr(cache_module.time, "monotonic", lambda: mono[0])
-    monkeypatch.setattr(cache_module.time, "time", lambda: wall[0])
+    mono, wall = clocks
     jumps: list[tuple[float, float]] = []
     clock = SandboxClock(on_jump=lambda seconds, now: jumps.append((seconds, now)))
     start = clock()
@@ -668,7 +671,8 @@ def test_sandbox_clock_reports_a_restore_sized_wall_jump_once(
     assert jumps == []
     wall[0] += 7200  # restored two hours after the snapshot; monotonic did not move
     now = clock()
-    assert jumps == [(pytest.approx(7200), now)] and now == pytest.approx(start + 7205.5)
+    assert len(jumps) == 1 and jumps[0][0] == pytest.approx(7200) and jumps[0][1] == now
+    assert now == pytest.approx(start + 7205.5)
     mono[0] += 1
     wall[0] += 1
     clock()
@@ -679,13 +683,9 @@ def test_sandbox_clock_reports_a_restore_sized_wall_jump_once(
 
 
 async def test_a_clock_jump_expires_what_was_held_but_keeps_it_for_stale_on_error(
-    monkeypatch: pytest.MonkeyPatch,
+    clocks: tuple[list[float], list[float]],
 ) -> None:
-    import secretcache.cache as cache_module
-
-    mono, wall = [100.0], [5000.0]
-    monkeypatch.setattr(cache_module.time, "monotonic", lambda: mono[0])
-    monkeypatch.setattr(cache_module.time, "time", lambda: wall[0])
+    _mono, wall = clocks
     cache = TtlCache(
         max_entries=10,
         max_bytes=1 << 20,
@@ -718,13 +718,9 @@ async def test_expire_all_makes_later_callers_start_their_own_load() -> None:
 
 
 async def test_a_load_from_before_a_restore_first_seen_when_it_ends_is_not_stored(
-    monkeypatch: pytest.MonkeyPatch,
+    clocks: tuple[list[float], list[float]],
 ) -> None:
-    import secretcache.cache as cache_module
-
-    mono, wall = [100.0], [5000.0]
-    monkeypatch.setattr(cache_module.time, "monotonic", lambda: mono[0])
-    monkeypatch.setattr(cache_module.time, "time", lambda: wall[0])
+    _mono, wall = clocks
     cache = TtlCache(max_entries=10, max_bytes=1 << 20, policies=policies(3600, jitter=0.0))
     before_snapshot = GatedLoader(b"pre-snapshot")
     waiter = asyncio.create_task(cache.get(KEY, before_snapshot))
