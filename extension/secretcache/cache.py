@@ -78,9 +78,10 @@ class SandboxClock:
     means an entry that expired while frozen is never served as fresh after the thaw.
 
     A wall-clock step more than `jump_threshold` seconds ahead of the monotonic one is how a
-    SnapStart restore shows on the request path: `on_jump(seconds, now)` is told, once per jump,
-    after the clock has taken the step (so it may read the clock again). The check costs the hit
-    path one comparison: both clocks are read anyway.
+    SnapStart restore shows on the request path: `on_jump(seconds, now)` is told of each such
+    jump, after the clock has taken the step (so it may read the clock again); the cache decides
+    whether it is the restore. The check costs the hit path one comparison: both clocks are read
+    anyway.
     """
 
     def __init__(
@@ -148,8 +149,12 @@ class TtlCache:
         self.max_bytes = max_bytes
         self.policies: dict[str, Policy] = {str(k): v for k, v in policies.items()}
         self.clock: Callable[[], float] = clock or SandboxClock(on_jump=self._clock_jumped)
-        #: Told (seconds) when the clock saw a restore-sized wall-clock jump, after the cache has
-        #: expired what it held (the lifecycle does the rest of a restore).
+        #: SnapStart, until a restore has been seen: the next restore-sized wall-clock jump is
+        #: the restore (a process is restored at most once; later jumps are ordinary thaws, which
+        #: the clock's step already ages entries by).
+        self.watch_restore = False
+        #: Told (seconds) when that jump is seen, after the cache has expired what it held (the
+        #: lifecycle does the rest of a restore).
         self.on_clock_jump: Callable[[float], None] | None = None
         self._rand = rand
         self._on_stale = on_stale
@@ -305,6 +310,9 @@ class TtlCache:
                 del self._inflight[key]
 
     def _clock_jumped(self, seconds: float, now: float) -> None:
+        if not self.watch_restore:
+            return
+        self.watch_restore = False
         self.expire_all(now)
         if self.on_clock_jump is not None:
             self.on_clock_jump(seconds)

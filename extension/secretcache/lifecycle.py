@@ -232,6 +232,7 @@ class Extension:
         self.restore_state.snapstart = config.snapstart
         self.status.snapstart = self.restore_state
         self.cache.on_clock_jump = self._clock_jumped
+        self.cache.watch_restore = config.snapstart
         self.listener = FastPath(
             self.reads,
             self.status,
@@ -409,6 +410,7 @@ class Extension:
             from .restore import reseed_random
 
             self.cache.holding = False
+            self.cache.watch_restore = False  # a process is restored at most once
             self.restore_state.holding = False
             if not expired:
                 self.cache.expire_all()

@@ -1,10 +1,12 @@
 """SnapStart restores: what was seen (for /health and /metrics) and fresh random state.
 
 Under SnapStart, INIT ends in a snapshot that Lambda restores, possibly much later, into many
-sandboxes at once. A restore is seen two ways (lifecycle.py acts on both): the first event after
-INIT (event/next returns only after the restore), and on the request path a wall-clock jump
-ahead of the monotonic clock (cache.SandboxClock), which a request can meet before our event
-thread has seen that event. Nothing here holds a name or a value.
+sandboxes at once. A restore is seen two ways (lifecycle.py acts on the first to come): the
+first event after INIT (event/next returns only after the restore), and on the request path a
+wall-clock jump ahead of the monotonic clock (cache.SandboxClock), which a request can meet
+before our event thread has seen that event. A process is restored at most once: each sandbox
+is a new copy of the snapshot, and none is snapshotted again. Nothing here holds a name or a
+value.
 """
 
 from __future__ import annotations
@@ -45,8 +47,8 @@ class RestoreState:
 
     @property
     def shown(self) -> bool:
-        """Worth a /health field: SnapStart is on, or a restore-sized clock jump was seen."""
-        return self.snapstart or self.restores > 0
+        """Worth a /health field: SnapStart is on."""
+        return self.snapstart
 
     def record(self, reason: str, clock_jump: float | None) -> None:
         self.restores += 1

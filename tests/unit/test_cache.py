@@ -693,6 +693,7 @@ async def test_a_clock_jump_expires_what_was_held_but_keeps_it_for_stale_on_erro
     )
     told: list[float] = []
     cache.on_clock_jump = told.append
+    cache.watch_restore = True  # SnapStart, before the restore
     await cache.get(KEY, Loader(b"from-the-snapshot"))
     wall[0] += 30  # well within the TTL: without the restore rule this would still be fresh
     assert cache.fresh(KEY) is None
@@ -722,6 +723,7 @@ async def test_a_load_from_before_a_restore_first_seen_when_it_ends_is_not_store
 ) -> None:
     _mono, wall = clocks
     cache = TtlCache(max_entries=10, max_bytes=1 << 20, policies=policies(3600, jitter=0.0))
+    cache.watch_restore = True
     before_snapshot = GatedLoader(b"pre-snapshot")
     waiter = asyncio.create_task(cache.get(KEY, before_snapshot))
     await before_snapshot.started.wait()
@@ -729,3 +731,21 @@ async def test_a_load_from_before_a_restore_first_seen_when_it_ends_is_not_store
     before_snapshot.release.set()
     assert (await waiter).body == b"pre-snapshot"  # its caller gets what it asked for
     assert cache.fresh(KEY) is None and len(cache) == 0  # but it is not kept
+
+
+async def test_only_the_first_jump_under_snapstart_is_a_restore(
+    clocks: tuple[list[float], list[float]],
+) -> None:
+    _mono, wall = clocks
+    cache = TtlCache(max_entries=10, max_bytes=1 << 20, policies=policies(3600, jitter=0.0))
+    told: list[float] = []
+    cache.on_clock_jump = told.append
+    await cache.get(KEY, Loader(b"v1"))
+    wall[0] += 30  # not SnapStart: a jump ages entries, it expires nothing
+    assert cache.fresh(KEY) == b"v1" and told == []
+    cache.watch_restore = True
+    wall[0] += 30  # the restore
+    assert cache.fresh(KEY) is None and told == [pytest.approx(30)]
+    await cache.get(KEY, Loader(b"v2"))
+    wall[0] += 30  # a later thaw of the restored sandbox: no second restore
+    assert cache.fresh(KEY) == b"v2" and len(told) == 1
