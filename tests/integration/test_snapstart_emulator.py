@@ -115,12 +115,16 @@ def test_a_value_changed_while_snapshotted_is_what_the_handler_gets_after_restor
     assert credentials.token not in logs and AFTER not in logs and BEFORE not in logs
 
 
+@pytest.mark.parametrize("upstream", ["lean", "sdk"])
 def test_connections_pooled_before_the_snapshot_are_not_used_after_restore(
-    snap_sandbox: Callable[..., LambdaEmulator], moto_server: MotoServer, snap_secret: str
+    snap_sandbox: Callable[..., LambdaEmulator],
+    moto_server: MotoServer,
+    snap_secret: str,
+    upstream: str,
 ) -> None:
     network = FaultProxy(moto_server.port).start()
     try:
-        emu = snap_sandbox(AWS_ENDPOINT_URL=network.url)
+        emu = snap_sandbox(AWS_ENDPOINT_URL=network.url, SECRETCACHE_UPSTREAM=upstream)
         assert network.accepted == 1  # INIT's read: its keep-alive connection is in the snapshot
         rotate(moto_server, snap_secret)
         network.sever()  # after the restore, that connection leads nowhere
