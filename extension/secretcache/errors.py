@@ -126,6 +126,14 @@ class ServiceUnavailable(SecretcacheError):
     transient = True
 
 
+class TooManyConnections(SecretcacheError):
+    """Every connection SECRETCACHE_MAX_CLIENT_CONNECTIONS allows is serving a request (none is
+    idle to close for the newcomer). 503 on our routes; the Agent answers 429."""
+
+    status = 503
+    error_type = "TooManyConnections"
+
+
 #: Our errorType -> the Agent's __type where the Agent names the failure itself (its
 #: TimeoutError, ConnectionError and InternalFailure for failures that are not AWS's answer).
 _AGENT_TYPES = {
@@ -142,7 +150,8 @@ def agent_error(error: SecretcacheError) -> tuple[int, bytes]:
     """The Agent's rendering: its status and `{"__type", "message"}` (compact, keys sorted).
 
     Not-found from AWS is 400 as the Agent (and AWS) send it; our own 404 (an unknown path) never
-    reaches here, as no Agent route can be unknown. 5xx follow the Agent: 504 for a timeout, 502
+    reaches here, as no Agent route can be unknown. The connection cap is 429 as the Agent's
+    (`Connection limit exceeded`). 5xx follow the Agent: 504 for a timeout, 502
     for a connection failure, 500 for AWS's own 5xx and for anything internal.
     """
     status = error.status
@@ -152,6 +161,8 @@ def agent_error(error: SecretcacheError) -> tuple[int, bytes]:
         status = 400
     elif isinstance(error, UpstreamTimeout):
         status = 504
+    elif isinstance(error, TooManyConnections):
+        status = 429
     elif isinstance(error, UpstreamError):
         status = 502 if error.error_type == "UpstreamUnavailable" else 500
     error_type = _AGENT_TYPES.get(error.error_type, error.error_type)
