@@ -4,10 +4,11 @@ A cache hit through aiohttp costs ~45 us of server CPU (parser, request objects,
 the reads that dominate a function's traffic (`GET /secretsmanager/get`,
 `GET /systemsmanager/parameters/get`, with the token, no body) need far less. This protocol
 serves exactly those requests, the Secrets Manager Agent's `GET /v1/<plain id>`, hits and
-misses, and the health checks (`/health`, `/ping`), with the same rules (`query.py`) and the
-same bytes from the same cache. Anything else (another path or method, a body, an unusual
-header, a request line or query the fast path would reject) hands the connection to aiohttp for
-the rest of its life, so every rejection is still rendered by the one error path in `server.py`.
+misses, the batch reads the exec wrapper makes at start (`batchget`, `getbatch`) and the health
+checks (`/health`, `/ping`), with the same rules (`query.py`) and the same bytes from the same
+cache. Anything else (another path or method, a body, an unusual header, a request line or query
+the fast path would reject) hands the connection to aiohttp for the rest of its life, so every
+rejection is still rendered by the one error path in `server.py`.
 
 It needs no aiohttp, so it serves as soon as the socket is bound; a connection that needs
 aiohttp before it has loaded waits for it.
@@ -45,17 +46,33 @@ from .query import (
     parse_query_string,
     token_matches,
 )
-from .read_requests import DecryptRead, ParameterRead, SecretRead
+from .read_requests import (
+    DecryptRead,
+    ParameterRead,
+    ParametersRead,
+    SecretRead,
+    SecretsRead,
+)
 from .reads import Reads, Response
 from .status import Status
 
-Route = Callable[[Pairs], SecretRead | ParameterRead]
+FastRead = SecretRead | ParameterRead | SecretsRead | ParametersRead
+Route = Callable[[Pairs], FastRead]
 _ROUTES: dict[bytes, Route] = {
     b"/secretsmanager/get": SecretRead.from_query,
     b"/secretsmanager/get/": SecretRead.from_query,
     b"/systemsmanager/parameters/get": ParameterRead.from_query,
     b"/systemsmanager/parameters/get/": ParameterRead.from_query,
+    # The batch reads the exec wrapper makes at start: served here, its INIT does not wait for
+    # aiohttp to load. Answered by `Reads.respond` (no stored body for a batch: items are cached
+    # one by one), the same call aiohttp's handlers make.
+    b"/secretsmanager/batchget": SecretsRead.from_query,
+    b"/secretsmanager/batchget/": SecretsRead.from_query,
+    b"/systemsmanager/parameters/getbatch": ParametersRead.from_query,
+    b"/systemsmanager/parameters/getbatch/": ParametersRead.from_query,
 }
+#: Reads with no stored body of their own: always answered by `Reads.respond`.
+_BATCH_READS = frozenset({SecretsRead, ParametersRead})
 #: SECRETCACHE_COMPAT=agent: `/secretsmanager/get` parsed by the Agent's rules, Agent-shaped.
 _AGENT_ROUTES: dict[bytes, Route] = {
     **_ROUTES,
@@ -233,7 +250,7 @@ class _Plan(NamedTuple):
     """A fast-path request, parsed: the typed read (or the answer when it needs none), whether
     to close after answering, and the size of its body."""
 
-    read: SecretRead | ParameterRead | DecryptRead | None
+    read: FastRead | DecryptRead | None
     close: bool
     body_size: int = 0
     answer: bytes = b""
@@ -356,7 +373,13 @@ class FastPathProtocol(asyncio.Protocol):
                 return
             self._stop_head_timer()
             self.buffer = buffer[end + 4 + plan.body_size :]
-            body = plan.answer if plan.read is None else hub.reads.cached(plan.read)
+            read = plan.read
+            if read is None:
+                body: bytes | None = plan.answer
+            elif type(read) in _BATCH_READS:
+                body = None
+            else:
+                body = hub.reads.cached(read)
             if body is None:
                 self.busy = True
                 self.task = asyncio.get_running_loop().create_task(self._complete(plan))
