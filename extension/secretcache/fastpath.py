@@ -235,6 +235,8 @@ class FastPath:
         for protocol in list(self.live):
             if isinstance(protocol, FastPathProtocol):
                 protocol.close()
+        for over in list(self.over_cap):
+            over.close()
 
     async def hand_off(self, protocol: FastPathProtocol) -> None:
         if self._handoff is None:
@@ -630,6 +632,10 @@ class OverCapConnection(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
         self.transport = None
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
 
     def _time_up(self) -> None:
         if self.transport is None:
