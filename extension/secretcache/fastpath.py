@@ -199,8 +199,8 @@ class FastPath:
         """The answer to a connection over the cap, by the route its request line names: the
         Agent's 429 on its routes, our 503 elsewhere (and when no request line arrived)."""
         error = TooManyConnections(
-            f"Connection limit exceeded: all {self.max_connections} connections "
-            "(SECRETCACHE_MAX_CLIENT_CONNECTIONS) are serving requests"
+            f"Connection limit exceeded: SECRETCACHE_MAX_CLIENT_CONNECTIONS={self.max_connections}"
+            " and every open connection is serving a request"
         )
         status, body = error.status, error.to_body()
         parts = head.split(b"\r\n", 1)[0].split(b" ")
