@@ -164,7 +164,8 @@ DENIED = b"""<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
   <Error>
     <Type>Sender</Type>
     <Code>AccessDenied</Code>
-    <Message>User: arn:aws:iam::123456789012:user/fn is not authorized to perform: sts:AssumeRole on resource: arn:aws:iam::222222222222:role/r</Message>
+    <Message>User: arn:aws:iam::123456789012:user/fn is not authorized to perform: \
+sts:AssumeRole on resource: arn:aws:iam::222222222222:role/r</Message>
   </Error>
   <RequestId>4e3d7d3c-2f3b-11e8-a1b8-example</RequestId>
 </ErrorResponse>"""
@@ -196,7 +197,10 @@ def test_the_error_parses_as_botocore_parses_it_and_maps_to_403() -> None:
     assert isinstance(classify(AwsClientError(ours, "AssumeRole"), "sts"), AccessDenied)
     throttled = parse_error(400, {}, DENIED.replace(b"AccessDenied", b"Throttling"))
     assert isinstance(classify(AwsClientError(throttled, "AssumeRole"), "sts"), Throttled)
-    moto_shape = b"<ErrorResponse><Errors><Error><Code>AccessDenied</Code><Message>m</Message></Error></Errors></ErrorResponse>"
+    moto_shape = (
+        b"<ErrorResponse><Errors><Error><Code>AccessDenied</Code><Message>m</Message></Error>"
+        b"</Errors></ErrorResponse>"
+    )
     assert parse_error(403, {}, moto_shape)["Error"] == {"Code": "AccessDenied", "Message": "m"}
     assert parse_error(503, {}, b"")["Error"]["Code"] == "503"
 
@@ -210,7 +214,8 @@ def test_the_error_parses_as_botocore_parses_it_and_maps_to_403() -> None:
         b"<Other><Credentials/></Other>",
         ANSWER.replace(b"<SessionToken>", b"<X>").replace(b"</SessionToken>", b"</X>"),
         ANSWER.replace(b"2019-11-09T13:34:41Z", b"tomorrow"),
-        b'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY e "x">]><AssumeRoleResponse>&e;</AssumeRoleResponse>',
+        b'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY e "x">]>'
+        b"<AssumeRoleResponse>&e;</AssumeRoleResponse>",
     ],
 )
 def test_a_bad_answer_is_refused_without_echoing_it(body: bytes) -> None:
