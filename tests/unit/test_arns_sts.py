@@ -279,3 +279,21 @@ async def test_an_answer_without_credentials_is_an_upstream_error() -> None:
         await backends.roles.credentials("arn:aws:iam::222222222222:role/r")
     assert failed.value.status == 502  # type: ignore[attr-defined]
     assert "leak-me" not in str(failed.value)
+
+
+def test_an_sm_prefetch_item_takes_role_arn() -> None:
+    from secretcache.config import load_config
+
+    role = "arn:aws:iam::123456789012:role/R"
+    config = load_config(
+        {"AWS_SESSION_TOKEN": "t", "SECRETCACHE_PREFETCH": f"sm:db?roleArn={role}"}
+    )
+    read = config.prefetch[0].read
+    assert isinstance(read, SecretRead) and read.role_arn == role
+    assert config.max_roles == 10
+    assert load_config({"AWS_SESSION_TOKEN": "t", "SECRETCACHE_MAX_ROLES": "0"}).max_roles == 0
+    from secretcache.config import ConfigError
+
+    for bad in ("-1", "1001", "ten"):
+        with pytest.raises(ConfigError, match="SECRETCACHE_MAX_ROLES"):
+            load_config({"AWS_SESSION_TOKEN": "t", "SECRETCACHE_MAX_ROLES": bad})
