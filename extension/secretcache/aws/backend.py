@@ -16,7 +16,6 @@ from ..backends import STS, AwsBackends, classify
 from .credentials import CredentialChain
 from .endpoints import resolve_endpoint
 from .protocol import JsonServiceClient
-from .sts import StsClient
 
 
 class NoRegionError(Exception):
@@ -70,6 +69,8 @@ class LeanAwsBackends(AwsBackends):
             signing_region = key[1] or await self._resolve_region()
             endpoint = resolve_endpoint(service, signing_region, self._environment)
             if service == STS:
+                from .sts import StsClient  # only for reads through a role (xml, expat)
+
                 client = StsClient(
                     endpoint, signing_region, credentials, timeout=self._timeouts[service]
                 )
