@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -258,6 +259,10 @@ class LocalSts:
 
     def __init__(self) -> None:
         self.requests: list[tuple[dict[str, str], dict[str, list[str]]]] = []
+        #: Seconds from now the credentials expire (the Expiration STS answers).
+        self.expires_in = 3600.0
+        #: Answer the next AssumeRole with STS's 500 InternalFailure.
+        self.failing = False
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -266,8 +271,13 @@ class LocalSts:
                 form = parse_qs(self.rfile.read(length).decode())
                 outer.requests.append((dict(self.headers.items()), form))
                 arn = form.get("RoleArn", [""])[0]
+                expires = time.strftime(
+                    "%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + outer.expires_in)
+                )
                 if arn.endswith("denied"):
                     status, body = 403, STS_DENIED.replace(b"ROLE", arn.encode())
+                elif outer.failing:
+                    status, body = 500, STS_DENIED.replace(b"AccessDenied", b"InternalFailure")
                 else:
                     status, body = (
                         200,
@@ -277,7 +287,7 @@ class LocalSts:
                             f"<AccessKeyId>{KNOWN_KEY}</AccessKeyId>"
                             f"<SecretAccessKey>{KNOWN_SECRET}</SecretAccessKey>"
                             f"<SessionToken>{KNOWN_TOKEN}</SessionToken>"
-                            "<Expiration>2099-01-01T00:00:00Z</Expiration></Credentials>"
+                            f"<Expiration>{expires}</Expiration></Credentials>"
                             f"<AssumedRoleUser><Arn>{arn}</Arn><AssumedRoleId>AROA:x</AssumedRoleId>"
                             "</AssumedRoleUser></AssumeRoleResult><ResponseMetadata><RequestId>r"
                             "</RequestId></ResponseMetadata></AssumeRoleResponse>"
@@ -345,3 +355,32 @@ def test_assumed_credentials_never_reach_a_log_or_an_error(
     assert form["Action"] == ["AssumeRole"] and form["RoleArn"] == [reader]
     assert form["RoleSessionName"] == ["secretcache-fn-with-spaces-and-colons"]
     assert f"/{REGION}/sts/aws4_request" in headers["Authorization"]
+
+
+def test_role_credentials_are_refreshed_before_they_expire_and_kept_when_sts_fails(
+    moto_server: MotoServer,
+    start_extension: Callable[..., ExtensionProcess],
+    local_sts: LocalSts,
+    unique: str,
+    upstream: str,
+) -> None:
+    """Credentials 15 min + 3 s from expiry enter the refresh window 3 s later (on the sdk
+    upstream through botocore's refreshable credentials, on the lean one through ours)."""
+    name = f"{unique}/refresh"
+    moto_server.client("secretsmanager").create_secret(Name=name, SecretString="v")
+    ext = start_extension(SECRETCACHE_UPSTREAM=upstream, AWS_ENDPOINT_URL_STS=local_sts.url)
+    read = f"/secretsmanager/get?secretId={name}&refreshNow=true&roleArn=" + role(
+        "reader", "123456789012"
+    )
+    local_sts.expires_in = 15 * 60 + 3
+    assert body_of(ext.get(read))["SecretString"] == "v"
+    assert body_of(ext.get(read))["SecretString"] == "v"
+    assert len(local_sts.requests) == 1  # still outside the refresh window
+    time.sleep(3.5)
+    assert body_of(ext.get(read))["SecretString"] == "v"
+    assert len(local_sts.requests) == 2  # refreshed ahead of expiry
+    # STS failing while the credentials are still good: the read goes on with the old ones.
+    time.sleep(3.5)
+    local_sts.failing = True
+    assert body_of(ext.get(read))["SecretString"] == "v"
+    assert len(local_sts.requests) >= 3
