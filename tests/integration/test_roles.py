@@ -384,3 +384,33 @@ def test_role_credentials_are_refreshed_before_they_expire_and_kept_when_sts_fai
     local_sts.failing = True
     assert body_of(ext.get(read))["SecretString"] == "v"
     assert len(local_sts.requests) >= 3
+
+
+def test_the_built_layer_reads_through_a_role_and_from_another_region(
+    lambda_sandbox: Callable[..., Any], moto_server: MotoServer, unique: str
+) -> None:
+    """The real layer on the emulator: the bundled Python's XML parser reads STS's answer."""
+    reader = role(f"{unique}-layer")
+    session_in(moto_server, reader, "secretsmanager").create_secret(
+        Name=f"{unique}/b", SecretString="from-b"
+    )
+    west = boto3.client(
+        "secretsmanager",
+        region_name="us-west-2",
+        endpoint_url=moto_server.url,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    ).create_secret(Name=f"{unique}/w", SecretString="from-west")["ARN"]
+    emu = lambda_sandbox("urllib_handler")
+    emu.init()
+
+    def get(query: dict[str, str]) -> dict[str, Any]:
+        result = emu.invoke({"action": "get", "path": "/secretsmanager/get", "query": query})
+        assert result.ok, result.error
+        payload: dict[str, Any] = result.payload
+        return payload
+
+    assert get({"secretId": f"{unique}/b", "roleArn": reader})["body"]["SecretString"] == "from-b"
+    assert get({"secretId": f"{unique}/b"})["status"] == 404
+    assert get({"secretId": west})["body"]["SecretString"] == "from-west"
+    assert get({"secretId": west, "roleArn": reader})["status"] == 404  # account B has none there
