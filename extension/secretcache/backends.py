@@ -251,8 +251,16 @@ class AwsBackends:
         session = self._role_sessions.get(role)
         if session is not None:
             return session
+        import logging
+
         from aiobotocore.credentials import AioDeferredRefreshableCredentials
         from aiobotocore.session import AioSession
+
+        # A failed refresh reaches the read as its error; botocore's own warning would print a
+        # traceback on stderr (the process's lastResort handler), so it is not let through.
+        quiet = logging.getLogger("aiobotocore.credentials")
+        quiet.handlers[:] = [logging.NullHandler()]
+        quiet.propagate = False
 
         class RoleSessionCredentials(AioDeferredRefreshableCredentials):  # type: ignore[misc]
             # botocore refuses credentials within 10 min of expiry; ours keep old ones to 1 min.
@@ -335,6 +343,10 @@ class AwsBackends:
         is the function's own region and credentials.
         """
         client = await self._client(service, region, role_arn)
+        if role_arn:
+            # The role's credentials first, on STS's own deadline and retries: refreshed inside
+            # an attempt, a failing STS would be retried once per attempt and end as a timeout.
+            await (await self.roles.credentials(role_arn)).get()
         observer = self.call_observer if service in SERVICES else None
         method = getattr(client, operation)
         loop = asyncio.get_running_loop()

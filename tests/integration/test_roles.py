@@ -414,3 +414,31 @@ def test_the_built_layer_reads_through_a_role_and_from_another_region(
     assert get({"secretId": f"{unique}/b"})["status"] == 404
     assert get({"secretId": west})["body"]["SecretString"] == "from-west"
     assert get({"secretId": west, "roleArn": reader})["status"] == 404  # account B has none there
+
+
+def test_expired_role_credentials_with_sts_failing_fail_the_read_cleanly(
+    moto_server: MotoServer,
+    start_extension: Callable[..., ExtensionProcess],
+    local_sts: LocalSts,
+    unique: str,
+    upstream: str,
+) -> None:
+    name = f"{unique}/expiring"
+    moto_server.client("secretsmanager").create_secret(Name=name, SecretString="v")
+    ext = start_extension(
+        SECRETCACHE_UPSTREAM=upstream,
+        AWS_ENDPOINT_URL_STS=local_sts.url,
+        SECRETCACHE_MAX_STALE_SECONDS="0",  # else the last value is served stale, as designed
+    )
+    read = f"/secretsmanager/get?secretId={name}&refreshNow=true&roleArn=" + role(
+        "reader", "123456789012"
+    )
+    local_sts.expires_in = 62  # a minute and two seconds: usable, then too close to expiry
+    assert body_of(ext.get(read))["SecretString"] == "v"
+    time.sleep(3)
+    local_sts.failing = True
+    failed = body_of(ext.get(read), 502)
+    assert failed["errorType"] == "InternalFailure"
+    ext.stop()
+    assert "Traceback" not in ext.logs()
+    assert KNOWN_SECRET not in ext.logs() and KNOWN_TOKEN[:40] not in ext.logs()
