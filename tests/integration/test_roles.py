@@ -87,6 +87,13 @@ def test_a_secret_of_another_account_is_read_only_through_its_role(
     assert [v["SecretString"] for v in batch["SecretValues"]] == ["in-account-b"]
     # The batch warmed the single read's entry of that role (not the role-less one).
     assert ext.get(f"/secretsmanager/get?secretId={name}").status == 404
+    # SECRETCACHE_COMPAT=agent: /secretsmanager/get takes roleArn with the Agent's rules.
+    agent_mode = start_extension(SECRETCACHE_UPSTREAM=upstream, SECRETCACHE_COMPAT="agent")
+    answered = body_of(agent_mode.get(f"/secretsmanager/get?secretId={name}&roleArn={reader}"))
+    assert answered == agent
+    assert body_of(agent_mode.get(f"/secretsmanager/get?secretId={name}"), 400)["__type"] == (
+        "ResourceNotFoundException"
+    )
 
 
 def test_each_role_has_its_own_cache_entries(
