@@ -118,6 +118,21 @@ class PathTooLarge(SecretcacheError):
     error_type = "PathTooLarge"
 
 
+class MaxRolesExceeded(SecretcacheError):
+    """A read names a new role while SECRETCACHE_MAX_ROLES roles are in use (never an eviction)."""
+
+    status = 400
+    error_type = "MaxRolesExceeded"
+
+
+class RoleAccessDenied(AccessDenied):
+    """STS refused to let the function assume the role a read names (`roleArn`)."""
+
+    def __init__(self, message: str, *, role_arn: str, error_type: str | None = None) -> None:
+        super().__init__(message, error_type=error_type)
+        self.role_arn = role_arn
+
+
 class ServiceUnavailable(SecretcacheError):
     """We are shutting down or the AWS SDK failed to load."""
 
@@ -152,8 +167,12 @@ def agent_error(error: SecretcacheError) -> tuple[int, bytes]:
     Not-found from AWS is 400 as the Agent (and AWS) send it; our own 404 (an unknown path) never
     reaches here, as no Agent route can be unknown. The connection cap is 429 as the Agent's
     (`Connection limit exceeded`). 5xx follow the Agent: 504 for a timeout, 502
-    for a connection failure, 500 for AWS's own 5xx and for anything internal.
+    for a connection failure, 500 for AWS's own 5xx and for anything internal. A role STS refused
+    is the Agent's 403 `Failed to create caching client from role: <arn>`.
     """
+    if isinstance(error, RoleAccessDenied):
+        message = f"Failed to create caching client from role: {error.role_arn}"
+        return 403, json_body({"__type": "AccessDeniedException", "message": message})
     status = error.status
     if isinstance(error, _AWS_CLIENT_ERRORS) or (
         isinstance(error, NotFound) and error.error_type != "UnknownPath"
