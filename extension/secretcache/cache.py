@@ -60,6 +60,8 @@ class CacheKey(NamedTuple):
     identifier: str
     selector: str = ""
     decrypt: bool = False
+    #: The role the read assumed ("" = the function's own): each role has entries of its own.
+    role: str = ""
 
 
 class Lookup(NamedTuple):

@@ -58,7 +58,7 @@ class ConfigError(ValueError):
 PREFETCH_KINDS = ("sm", "ssm", "ssmpath", "kms")
 #: The options each kind takes: the query parameters of the request it stands for.
 _PREFETCH_OPTIONS = {
-    "sm": frozenset({"versionId", "versionStage"}),
+    "sm": frozenset({"versionId", "versionStage", "roleArn"}),
     "ssm": frozenset({"withDecryption", "version", "label"}),
     "ssmpath": frozenset({"withDecryption", "recursive"}),
     "kms": frozenset(),
@@ -126,6 +126,8 @@ class Config:
     prefetch_required: bool = False
     #: Parameters one by-path read may hold; a larger path is refused (PathTooLarge).
     path_max_parameters: int = 100
+    #: Roles (`roleArn`) reads may assume; a new role beyond it is refused (MaxRolesExceeded).
+    max_roles: int = 10
     metrics: str = "none"
     metrics_interval: int = 60
     metrics_namespace: str = "Secretcache"
@@ -171,6 +173,7 @@ class Config:
             "prefetch": [item.label for item in self.prefetch],
             "prefetchRequired": self.prefetch_required,
             "pathMaxParameters": self.path_max_parameters,
+            "maxRoles": self.max_roles,
             "metrics": self.metrics,
             "metricsIntervalSeconds": self.metrics_interval,
             "metricsNamespace": self.metrics_namespace,
@@ -383,6 +386,7 @@ def load_config(env: Mapping[str, str]) -> Config:
         prefetch=_prefetch(env, compat),
         prefetch_required=_bool(env, "SECRETCACHE_PREFETCH_REQUIRED", False),
         path_max_parameters=_int(env, "SECRETCACHE_PATH_MAX_PARAMETERS", 100, 1, 100_000),
+        max_roles=_int(env, "SECRETCACHE_MAX_ROLES", 10, 0, 1000),
         metrics=metrics,
         metrics_interval=_int(env, "SECRETCACHE_METRICS_INTERVAL", 60, 1, MAX_TTL_SECONDS),
         metrics_namespace=namespace,

@@ -59,7 +59,12 @@ class Upstream(Protocol):
         """Whether the SDK has loaded (/health reports "starting" until then)."""
 
     async def get_secret_value(
-        self, secret_id: str, version_id: str | None, version_stage: str | None
+        self,
+        secret_id: str,
+        version_id: str | None,
+        version_stage: str | None,
+        *,
+        role_arn: str | None = None,
     ) -> dict[str, Any]: ...
 
     async def get_parameter(self, name: str, with_decryption: bool) -> dict[str, Any]: ...
@@ -70,7 +75,9 @@ class Upstream(Protocol):
         self, path: str, recursive: bool, with_decryption: bool, *, limit: int | None = None
     ) -> list[dict[str, Any]]: ...
 
-    async def batch_get_secret_value(self, secret_ids: list[str]) -> dict[str, Any]: ...
+    async def batch_get_secret_value(
+        self, secret_ids: list[str], *, role_arn: str | None = None
+    ) -> dict[str, Any]: ...
 
     async def decrypt(
         self,
@@ -96,7 +103,9 @@ def cache_key(read: SingleRead) -> CacheKey:
         selector = f"{read.version_id or ''}|{read.version_stage or ''}"
         if read.agent:
             selector += "|agent"
-        return CacheKey(Service.SECRETS_MANAGER, read.secret_id, selector)
+        return CacheKey(
+            Service.SECRETS_MANAGER, read.secret_id, selector, False, read.role_arn or ""
+        )
     if type(read) is ParameterRead:
         return CacheKey(Service.SSM, read.name, read.selector, read.decrypt)
     if type(read) is PathRead:
@@ -260,9 +269,14 @@ class Reads:
             )
 
             async def load_secret() -> bytes:
-                result = await backends.get_secret_value(
-                    read.secret_id, read.version_id, read.version_stage
-                )
+                if read.role_arn:
+                    result = await backends.get_secret_value(
+                        read.secret_id, read.version_id, read.version_stage, role_arn=read.role_arn
+                    )
+                else:
+                    result = await backends.get_secret_value(
+                        read.secret_id, read.version_id, read.version_stage
+                    )
                 return render(result)
 
             return load_secret
@@ -386,10 +400,11 @@ class Reads:
     async def _secrets(self, read: SecretsRead) -> bytes:
         """BatchGetSecretValue in chunks of 20; fresh entries come from the cache."""
         wanted = _unique(read.secret_ids)
+        role = read.role_arn
         found: dict[str, dict[str, Any]] = {}
         missing: list[str] = []
         for secret_id in wanted:
-            key = cache_key(SecretRead(secret_id))
+            key = cache_key(SecretRead(secret_id, role_arn=role))
             body = None if read.refresh else self.cache.fresh(key)
             if body is None:
                 missing.append(secret_id)
@@ -403,7 +418,12 @@ class Reads:
             self.cache.metrics.service(Service.SECRETS_MANAGER).misses += len(missing)
             chunks = _chunks(missing, SECRETS_BATCH_LIMIT)
             results = await asyncio.gather(
-                *(self.backends.batch_get_secret_value(c) for c in chunks)
+                *(
+                    self.backends.batch_get_secret_value(c, role_arn=role)
+                    if role
+                    else self.backends.batch_get_secret_value(c)
+                    for c in chunks
+                )
             )
             for chunk, result in zip(chunks, results, strict=True):
                 errors.extend(result.get("Errors") or [])
@@ -416,7 +436,7 @@ class Reads:
                 for secret_id, raw in matched.items():
                     shaped = responses.secret_value(raw)
                     found[secret_id] = shaped
-                    key = cache_key(SecretRead(secret_id))
+                    key = cache_key(SecretRead(secret_id, role_arn=role))
                     self.cache.put(key, responses.shaped_secret_value_body(shaped))
         values = [found[s] for s in wanted if s in found] + extra
         return responses.secret_values_body(values, errors)

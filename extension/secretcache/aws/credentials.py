@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from .transport import fetch
@@ -45,6 +45,12 @@ class Credentials:
     token: str | None = field(default=None, repr=False)
     #: Unix time the credentials stop working; None = they do not expire.
     expires_at: float | None = None
+
+
+class CredentialSource(Protocol):
+    """Anything that hands out current credentials: the chain, or an assumed role's."""
+
+    async def get(self) -> Credentials: ...
 
 
 def from_environment(env: Mapping[str, str]) -> Credentials | None:
