@@ -273,7 +273,7 @@ def render(results: dict[str, Any]) -> str:
             f"  {'at ready (event/next)':<50}{_f(mem['rss_ready_mib']):>10}",
             f"  {'once /health is ok':<50}{_f(mem['rss_sdk_loaded_mib']):>10}",
             f"  {'after the first read':<50}{_f(mem['rss_after_first_read_mib']):>10}",
-            f"  {'after a batchget (an aiohttp route: loads it)':<50}"
+            f"  {'after /metrics (an aiohttp route: loads it)':<50}"
             f"{_f(mem.get('rss_after_aiohttp_mib')):>10}",
             f"  {'after ' + str(mem['fill']['secrets']) + ' cached entries of 4 KiB':<50}"
             f"{_f(mem['rss_after_fill_mib']):>10}",

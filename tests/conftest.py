@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
+from hypothesis import settings
 
 from tests.support.extension_process import ExtensionProcess
 from tools.moto_server import MotoServer
+
+# CI runs the property tests on hypothesis's fixed example sequence, so a pass or a failure there
+# is reproducible; local runs keep drawing new examples (and keep what fails in .hypothesis/).
+settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 @pytest.fixture(scope="session")

@@ -19,13 +19,15 @@ FAKE_CREDENTIALS = {
 class MotoServer:
     """Start with `start()`, stop with `stop()`; `client(service)` gives a seeded boto3 client."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, *, env: dict[str, str] | None = None) -> None:
+        """`env`: moto's own settings, e.g. INITIAL_NO_AUTH_ACTION_COUNT (IAM enforcement)."""
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._process: subprocess.Popen[bytes] | None = None
+        self._settings = dict(env or {})
 
     def start(self) -> MotoServer:
-        env = {**os.environ, **FAKE_CREDENTIALS, "AWS_DEFAULT_REGION": REGION}
+        env = {**os.environ, **FAKE_CREDENTIALS, "AWS_DEFAULT_REGION": REGION, **self._settings}
         self._process = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
             env=env,

@@ -11,12 +11,16 @@ import asyncio
 import random
 import threading
 from collections.abc import Callable
+from datetime import datetime, timezone
 from typing import Any
 
+from .arns import arn_region
+from .aws.credentials import Credentials
 from .errors import (
     AccessDenied,
     BadRequest,
     NotFound,
+    RoleAccessDenied,
     SecretcacheError,
     ServiceUnavailable,
     Throttled,
@@ -25,8 +29,11 @@ from .errors import (
     UpstreamTimeout,
 )
 from .log import log
+from .roles import DEFAULT_MAX_ROLES, MANDATORY_REFRESH_SECONDS, RoleRegistry, session_name
 
 SERVICES = ("secretsmanager", "ssm", "kms")
+#: STS: only AssumeRole, for reads through a role (`roleArn`); not counted in /metrics.
+STS = "sts"
 #: How long a request waits for the SDK to finish loading before giving up.
 SDK_LOAD_WAIT_SECONDS = 30.0
 MAX_ATTEMPTS = 5
@@ -81,6 +88,14 @@ _BAD_REQUEST = frozenset(
 _MAX_MESSAGE = 300
 
 
+async def _close_contexts(contexts: list[Any]) -> None:
+    for context in contexts:
+        try:
+            await context.__aexit__(None, None, None)
+        except Exception as exc:
+            log.debug("sdk.close_failed", error=type(exc).__name__)
+
+
 def classify(exc: BaseException, service: str) -> SecretcacheError:
     """Map an SDK or transport exception to our error; the message holds no request data."""
     if isinstance(exc, SecretcacheError):
@@ -128,15 +143,22 @@ class AwsBackends:
         timeouts: dict[str, float],
         region: str | None = None,
         rand: Callable[[], float] = random.random,
+        max_roles: int = DEFAULT_MAX_ROLES,
+        function_name: str | None = None,
     ) -> None:
         self._max_connections = max_connections
-        self._timeouts = timeouts
+        self._timeouts = {STS: max(timeouts.values(), default=5.0), **timeouts}
         self._rand = rand
         self._region = region
         self._session: Any = None
-        self._clients: dict[str, Any] = {}
+        #: (service, region or "", role ARN or "") -> client; "" = the function's own.
+        self._clients: dict[tuple[str, str, str], Any] = {}
         self._client_contexts: list[Any] = []
-        self._semaphores = {s: asyncio.Semaphore(max_connections) for s in SERVICES}
+        self._closing: set[asyncio.Task[None]] = set()
+        self._role_sessions: dict[str, Any] = {}
+        self._semaphores = {s: asyncio.Semaphore(max_connections) for s in (*SERVICES, STS)}
+        self._session_name = session_name(function_name)
+        self.roles = RoleRegistry(max_roles, self._assume_role)
         self._ready: asyncio.Future[None] | None = None
         self._create_lock = asyncio.Lock()
         self.load_error: str | None = None
@@ -188,13 +210,27 @@ class AwsBackends:
         if self.load_error is not None:
             raise ServiceUnavailable(f"the AWS SDK failed to load ({self.load_error})")
 
-    async def _client(self, service: str) -> Any:
-        client = self._clients.get(service)
+    def _client_key(
+        self, service: str, region: str | None, role: str | None
+    ) -> tuple[str, str, str]:
+        """The function's own region is "" whether it was named or not: one client for both."""
+        if region == self._region:
+            region = None
+        return (service, region or "", role or "")
+
+    async def _client(
+        self, service: str, region: str | None = None, role: str | None = None
+    ) -> Any:
+        key = self._client_key(service, region, role)
+        client = self._clients.get(key)
         if client is not None:
             return client
         await self.wait_loaded()
+        session = self._session
+        if role:
+            session = self._role_session(role, await self.roles.credentials(role))
         async with self._create_lock:
-            client = self._clients.get(service)
+            client = self._clients.get(key)
             if client is None:
                 from aiobotocore.config import AioConfig
 
@@ -208,16 +244,90 @@ class AwsBackends:
                     # a hidden backoff of up to 1 s.)
                     retries={"total_max_attempts": 1, "mode": "standard"},
                 )
-                context = self._session.create_client(
-                    service, region_name=self._region, config=config
+                context = session.create_client(
+                    service, region_name=key[1] or self._region, config=config
                 )
                 try:
                     client = await context.__aenter__()
                 except Exception as exc:
                     raise classify(exc, service) from None
                 self._client_contexts.append(context)
-                self._clients[service] = client
+                self._clients[key] = client
         return client
+
+    def _role_session(self, role: str, source: Any) -> Any:
+        """An aiobotocore session whose credentials are the role's, refreshed through `roles`."""
+        session = self._role_sessions.get(role)
+        if session is not None:
+            return session
+        import logging
+
+        from aiobotocore.credentials import AioDeferredRefreshableCredentials
+        from aiobotocore.session import AioSession
+
+        # A failed refresh reaches the read as its error; botocore's own warning would print a
+        # traceback on stderr (the process's lastResort handler), so it is not let through.
+        quiet = logging.getLogger("aiobotocore.credentials")
+        quiet.handlers[:] = [logging.NullHandler()]
+        quiet.propagate = False
+
+        class RoleSessionCredentials(AioDeferredRefreshableCredentials):  # type: ignore[misc]
+            # botocore refuses credentials within 10 min of expiry; ours keep old ones to 1 min.
+            _mandatory_refresh_timeout = MANDATORY_REFRESH_SECONDS
+
+        async def refresh() -> dict[str, Any]:
+            current: Credentials = await source.get()
+            expiry = datetime.fromtimestamp(current.expires_at or 0, tz=timezone.utc)
+            return {
+                "access_key": current.access_key,
+                "secret_key": current.secret_key,
+                "token": current.token,
+                "expiry_time": expiry.isoformat(),
+            }
+
+        credentials = RoleSessionCredentials(refresh_using=refresh, method="assume-role")
+
+        class FixedProvider:
+            async def load_credentials(self) -> Any:
+                return credentials
+
+        session = AioSession()
+        session.register_component("data_loader", self._session.get_component("data_loader"))
+        session.register_component("credential_provider", FixedProvider())
+        self._role_sessions[role] = session
+        return session
+
+    async def _assume_role(self, role_arn: str) -> Credentials:
+        """STS AssumeRole with the function's own credentials, in the function's region."""
+        params = {"RoleArn": role_arn, "RoleSessionName": self._session_name}
+        try:
+            result = await self.call(STS, "assume_role", params)
+        except AccessDenied as exc:
+            raise RoleAccessDenied(
+                f"cannot assume role {role_arn}: {exc.message}",
+                role_arn=role_arn,
+                error_type=exc.error_type,
+            ) from None
+        found = result.get("Credentials") or {}
+        expiration = found.get("Expiration")
+        if isinstance(expiration, datetime):
+            expiration = expiration.timestamp()
+        if not (
+            found.get("AccessKeyId")
+            and found.get("SecretAccessKey")
+            and found.get("SessionToken")
+            and isinstance(expiration, (int, float))
+        ):
+            raise UpstreamError(
+                f"sts: the AssumeRole answer for {role_arn} lacks credentials",
+                error_type="InvalidAssumeRoleAnswer",
+            )
+        return Credentials(
+            str(found["AccessKeyId"]),
+            str(found["SecretAccessKey"]),
+            str(found["SessionToken"]),
+            float(expiration),
+        )
 
     async def warm(self) -> None:
         """Create every client once the SDK is loaded (so the first miss pays only the call)."""
@@ -227,9 +337,26 @@ class AwsBackends:
         except Exception as exc:
             log.warn("sdk.warm_failed", error=type(exc).__name__)
 
-    async def call(self, service: str, operation: str, params: dict[str, Any]) -> dict[str, Any]:
-        """One AWS operation, retried on transient errors within the service's timeout."""
-        client = await self._client(service)
+    async def call(
+        self,
+        service: str,
+        operation: str,
+        params: dict[str, Any],
+        *,
+        region: str | None = None,
+        role_arn: str | None = None,
+    ) -> dict[str, Any]:
+        """One AWS operation, retried on transient errors within the service's timeout.
+
+        `region` (another region's ARN) and `role_arn` (a role to assume) pick the client; None
+        is the function's own region and credentials.
+        """
+        client = await self._client(service, region, role_arn)
+        if role_arn:
+            # The role's credentials first, on STS's own deadline and retries: refreshed inside
+            # an attempt, a failing STS would be retried once per attempt and end as a timeout.
+            await (await self.roles.credentials(role_arn)).get()
+        observer = self.call_observer if service in SERVICES else None
         method = getattr(client, operation)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeouts[service]
@@ -248,8 +375,8 @@ class AwsBackends:
                 raise
             except Exception as exc:
                 error = classify(exc, service)
-                if self.call_observer is not None:
-                    self.call_observer(service, loop.time() - started, error.error_type)
+                if observer is not None:
+                    observer(service, loop.time() - started, error.error_type)
                 attempt += 1
                 if (
                     not error.transient
@@ -269,14 +396,25 @@ class AwsBackends:
                 )
                 await asyncio.sleep(backoff)
                 continue
-            if self.call_observer is not None:
-                self.call_observer(service, loop.time() - started, None)
+            if observer is not None:
+                observer(service, loop.time() - started, None)
             return result
 
     @staticmethod
     async def _limited(semaphore: asyncio.Semaphore, method: Any, params: dict[str, Any]) -> Any:
         async with semaphore:
             return await method(**params)
+
+    def after_restore(self) -> None:
+        """SnapStart restore: connections pooled before the snapshot are gone. The clients are
+        dropped (closed in the background) and made again on the next call. (botocore's container
+        provider renews credentials by their expiry only; the lean client re-reads them.)"""
+        contexts, self._client_contexts = self._client_contexts, []
+        self._clients = {}
+        if contexts:
+            task = asyncio.get_running_loop().create_task(_close_contexts(contexts))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     async def close(self) -> None:
         for context in self._client_contexts:
@@ -286,26 +424,48 @@ class AwsBackends:
                 log.debug("sdk.close_failed", error=type(exc).__name__)
         self._client_contexts.clear()
         self._clients.clear()
+        for task in list(self._closing):
+            task.cancel()
+        self._role_sessions.clear()
 
     # One function per AWS operation -------------------------------------------------------
 
     async def get_secret_value(
-        self, secret_id: str, version_id: str | None, version_stage: str | None
+        self,
+        secret_id: str,
+        version_id: str | None,
+        version_stage: str | None,
+        *,
+        role_arn: str | None = None,
     ) -> dict[str, Any]:
         params: dict[str, Any] = {"SecretId": secret_id}
         if version_id:
             params["VersionId"] = version_id
         if version_stage:
             params["VersionStage"] = version_stage
-        return await self.call("secretsmanager", "get_secret_value", params)
+        region = arn_region(secret_id, "secretsmanager")
+        return await self.call(
+            "secretsmanager", "get_secret_value", params, region=region, role_arn=role_arn
+        )
 
-    async def describe_secret(self, secret_id: str) -> dict[str, Any]:
+    async def describe_secret(
+        self, secret_id: str, *, role_arn: str | None = None
+    ) -> dict[str, Any]:
         """DescribeSecret: the secret's rotation schedule and version stages, never its value."""
-        return await self.call("secretsmanager", "describe_secret", {"SecretId": secret_id})
+        return await self.call(
+            "secretsmanager",
+            "describe_secret",
+            {"SecretId": secret_id},
+            region=arn_region(secret_id, "secretsmanager"),
+            role_arn=role_arn,
+        )
 
     async def get_parameter(self, name: str, with_decryption: bool) -> dict[str, Any]:
         return await self.call(
-            "ssm", "get_parameter", {"Name": name, "WithDecryption": with_decryption}
+            "ssm",
+            "get_parameter",
+            {"Name": name, "WithDecryption": with_decryption},
+            region=arn_region(name, "ssm"),
         )
 
     async def decrypt(
@@ -322,13 +482,37 @@ class AwsBackends:
             params["EncryptionContext"] = encryption_context
         if key_id:
             params["KeyId"] = key_id
-        return await self.call("kms", "decrypt", params)
+        region = arn_region(key_id, "kms") if key_id else None
+        return await self.call("kms", "decrypt", params, region=region)
+
+    def _by_region(self, identifiers: list[str], service: str) -> dict[str | None, list[str]]:
+        """Identifiers grouped by the region their ARN names (None: the function's region)."""
+        groups: dict[str | None, list[str]] = {}
+        for identifier in identifiers:
+            region = arn_region(identifier, service)
+            groups.setdefault(None if region == self._region else region, []).append(identifier)
+        return groups
 
     async def get_parameters(self, names: list[str], with_decryption: bool) -> dict[str, Any]:
-        """GetParameters for at most 10 names (AWS's limit per call)."""
-        return await self.call(
-            "ssm", "get_parameters", {"Names": names, "WithDecryption": with_decryption}
+        """GetParameters for at most 10 names (AWS's limit per call), one call per region."""
+        groups = self._by_region(names, "ssm")
+        results = await asyncio.gather(
+            *(
+                self.call(
+                    "ssm",
+                    "get_parameters",
+                    {"Names": group, "WithDecryption": with_decryption},
+                    region=region,
+                )
+                for region, group in groups.items()
+            )
         )
+        if len(results) == 1:
+            return results[0]
+        return {
+            "Parameters": [p for r in results for p in r.get("Parameters") or []],
+            "InvalidParameters": [n for r in results for n in r.get("InvalidParameters") or []],
+        }
 
     async def get_parameters_by_path(
         self, path: str, recursive: bool, with_decryption: bool, *, limit: int | None = None
@@ -355,8 +539,26 @@ class AwsBackends:
                 return parameters
             params["NextToken"] = token
 
-    async def batch_get_secret_value(self, secret_ids: list[str]) -> dict[str, Any]:
-        """BatchGetSecretValue for at most 20 ids (AWS's limit per call)."""
-        return await self.call(
-            "secretsmanager", "batch_get_secret_value", {"SecretIdList": secret_ids}
+    async def batch_get_secret_value(
+        self, secret_ids: list[str], *, role_arn: str | None = None
+    ) -> dict[str, Any]:
+        """BatchGetSecretValue for at most 20 ids (AWS's limit per call), one call per region."""
+        groups = self._by_region(secret_ids, "secretsmanager")
+        results = await asyncio.gather(
+            *(
+                self.call(
+                    "secretsmanager",
+                    "batch_get_secret_value",
+                    {"SecretIdList": group},
+                    region=region,
+                    role_arn=role_arn,
+                )
+                for region, group in groups.items()
+            )
         )
+        if len(results) == 1:
+            return results[0]
+        return {
+            "SecretValues": [v for r in results for v in r.get("SecretValues") or []],
+            "Errors": [e for r in results for e in r.get("Errors") or []],
+        }

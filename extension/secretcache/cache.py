@@ -26,6 +26,10 @@ REFRESH_AHEAD_FRACTION = 0.1
 #: Largest share by which a stored entry's lifetime is shortened at random, so sandboxes started
 #: together do not all go back to AWS in the same second.
 TTL_JITTER_FRACTION = 0.1
+#: A wall-clock step this far ahead of the monotonic clock means the sandbox was restored from a
+#: snapshot (or stood still with its monotonic clock stopped): far above NTP's slewing and the
+#: scheduling noise between the two clock reads, far below the shortest snapshot-to-restore time.
+RESTORE_JUMP_SECONDS = 1.0
 
 
 def _copy_error(error: SecretcacheError) -> SecretcacheError:
@@ -56,6 +60,8 @@ class CacheKey(NamedTuple):
     identifier: str
     selector: str = ""
     decrypt: bool = False
+    #: The role the read assumed ("" = the function's own): each role has entries of its own.
+    role: str = ""
 
 
 class Lookup(NamedTuple):
@@ -72,20 +78,37 @@ class SandboxClock:
     A frozen or snapshot-restored sandbox can resume with a monotonic clock that did not see the
     time it was frozen; the wall clock is resynchronised. Taking the larger forward step of the two
     means an entry that expired while frozen is never served as fresh after the thaw.
+
+    A wall-clock step more than `jump_threshold` seconds ahead of the monotonic one is how a
+    SnapStart restore shows on the request path: `on_jump(seconds, now)` is told of each such
+    jump, after the clock has taken the step (so it may read the clock again); the cache decides
+    whether it is the restore. The check costs the hit path one comparison: both clocks are read
+    anyway.
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        on_jump: Callable[[float, float], None] | None = None,
+        jump_threshold: float = RESTORE_JUMP_SECONDS,
+    ) -> None:
         self._mono = time.monotonic()
         self._wall = time.time()
         self._now = self._mono
+        self.on_jump = on_jump
+        self.jump_threshold = jump_threshold
 
     def __call__(self) -> float:
         mono, wall = time.monotonic(), time.time()
         step = mono - self._mono
         wall_step = wall - self._wall
-        if wall_step > step:
-            step = wall_step
         self._mono, self._wall = mono, wall
+        if wall_step > step:
+            jump = wall_step - step
+            step = wall_step
+            self._now += step
+            if jump > self.jump_threshold and self.on_jump is not None:
+                self.on_jump(jump, self._now)
+            return self._now
         self._now += step
         return self._now
 
@@ -127,7 +150,14 @@ class TtlCache:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self.policies: dict[str, Policy] = {str(k): v for k, v in policies.items()}
-        self.clock: Callable[[], float] = clock or SandboxClock()
+        self.clock: Callable[[], float] = clock or SandboxClock(on_jump=self._clock_jumped)
+        #: SnapStart, until a restore has been seen: the next restore-sized wall-clock jump is
+        #: the restore (a process is restored at most once; later jumps are ordinary thaws, which
+        #: the clock's step already ages entries by).
+        self.watch_restore = False
+        #: Told (seconds) when that jump is seen, after the cache has expired what it held (the
+        #: lifecycle does the rest of a restore).
+        self.on_clock_jump: Callable[[float], None] | None = None
         self._rand = rand
         self._on_stale = on_stale
         self._entries: OrderedDict[CacheKey, _Entry] = OrderedDict()
@@ -285,6 +315,7 @@ class TtlCache:
         try:
             body = await load()
         except SecretcacheError as exc:
+            self.clock()  # a restore first seen by this read supersedes the load (expire_all)
             latest = self._inflight.get(key) is future
             if latest and isinstance(exc, NotFound):
                 self._store(key, b"", _copy_error(exc))
@@ -298,6 +329,7 @@ class TtlCache:
             if not future.done():
                 future.set_exception(exc)
         else:
+            self.clock()  # a restore first seen by this read supersedes the load (expire_all)
             if self._inflight.get(key) is future:  # a newer (forced) load supersedes this one
                 self._store(key, body, None)
             if not future.done():
@@ -305,6 +337,31 @@ class TtlCache:
         finally:
             if self._inflight.get(key) is future:
                 del self._inflight[key]
+
+    def _clock_jumped(self, seconds: float, now: float) -> None:
+        if not self.watch_restore:
+            return
+        self.watch_restore = False
+        self.expire_all(now)
+        if self.on_clock_jump is not None:
+            self.on_clock_jump(seconds)
+
+    def expire_all(self, now: float | None = None) -> int:
+        """After a restore: nothing held is fresh any more; returns how many entries were held.
+
+        Entries stay (as expired) for stale-on-error within their policy's `max_stale`. Loads in
+        flight started before the snapshot, on connections that are gone: later callers start
+        their own, and the old ones may no longer store what they fetched.
+        """
+        if now is None:
+            now = self.clock()
+        for entry in self._entries.values():
+            if entry.expires_at > now:
+                entry.expires_at = now
+            if entry.refresh_from > now:
+                entry.refresh_from = now
+        self._inflight.clear()
+        return len(self._entries)
 
     def put(self, key: CacheKey, body: bytes) -> None:
         """Store a body loaded elsewhere (a batch read fills single-item entries)."""

@@ -58,7 +58,7 @@ class ConfigError(ValueError):
 PREFETCH_KINDS = ("sm", "ssm", "ssmpath", "kms")
 #: The options each kind takes: the query parameters of the request it stands for.
 _PREFETCH_OPTIONS = {
-    "sm": frozenset({"versionId", "versionStage"}),
+    "sm": frozenset({"versionId", "versionStage", "roleArn"}),
     "ssm": frozenset({"withDecryption", "version", "label"}),
     "ssmpath": frozenset({"withDecryption", "recursive"}),
     "kms": frozenset(),
@@ -115,6 +115,9 @@ class Config:
     #: warm right after restore instead, each sandbox after a random delay up to the jitter).
     snapstart_prefetch: bool = False
     snapstart_jitter: float = 1.0
+    #: Tests only: the random state at start, so two processes stand in for two sandboxes restored
+    #: from one snapshot (which start with the same state).
+    random_seed: str | None = field(default=None, repr=False)
     lambda_runtime_api: str | None = None
     function_name: str | None = None
     #: AWS_REGION (set by Lambda) or AWS_DEFAULT_REGION; None lets the SDK decide.
@@ -123,6 +126,8 @@ class Config:
     prefetch_required: bool = False
     #: Parameters one by-path read may hold; a larger path is refused (PathTooLarge).
     path_max_parameters: int = 100
+    #: Roles (`roleArn`) reads may assume; a new role beyond it is refused (MaxRolesExceeded).
+    max_roles: int = 10
     metrics: str = "none"
     metrics_interval: int = 60
     metrics_namespace: str = "Secretcache"
@@ -174,6 +179,7 @@ class Config:
             "prefetch": [item.label for item in self.prefetch],
             "prefetchRequired": self.prefetch_required,
             "pathMaxParameters": self.path_max_parameters,
+            "maxRoles": self.max_roles,
             "metrics": self.metrics,
             "metricsIntervalSeconds": self.metrics_interval,
             "metricsNamespace": self.metrics_namespace,
@@ -381,12 +387,14 @@ def load_config(env: Mapping[str, str]) -> Config:
         snapstart=_raw(env, "AWS_LAMBDA_INITIALIZATION_TYPE") == "snap-start",
         snapstart_prefetch=_bool(env, "SECRETCACHE_SNAPSTART_PREFETCH", False),
         snapstart_jitter=_int(env, "SECRETCACHE_SNAPSTART_JITTER_MILLIS", 1000, 0, 60_000) / 1000.0,
+        random_seed=_raw(env, "SECRETCACHE_RANDOM_SEED") or None,
         lambda_runtime_api=_raw(env, "AWS_LAMBDA_RUNTIME_API"),
         function_name=_raw(env, "AWS_LAMBDA_FUNCTION_NAME"),
         region=_raw(env, "AWS_REGION") or _raw(env, "AWS_DEFAULT_REGION"),
         prefetch=_prefetch(env, compat),
         prefetch_required=_bool(env, "SECRETCACHE_PREFETCH_REQUIRED", False),
         path_max_parameters=_int(env, "SECRETCACHE_PATH_MAX_PARAMETERS", 100, 1, 100_000),
+        max_roles=_int(env, "SECRETCACHE_MAX_ROLES", 10, 0, 1000),
         metrics=metrics,
         metrics_interval=_int(env, "SECRETCACHE_METRICS_INTERVAL", 60, 1, MAX_TTL_SECONDS),
         metrics_namespace=namespace,

@@ -118,12 +118,35 @@ class PathTooLarge(SecretcacheError):
     error_type = "PathTooLarge"
 
 
+class MaxRolesExceeded(SecretcacheError):
+    """A read names a new role while SECRETCACHE_MAX_ROLES roles are in use (never an eviction)."""
+
+    status = 400
+    error_type = "MaxRolesExceeded"
+
+
+class RoleAccessDenied(AccessDenied):
+    """STS refused to let the function assume the role a read names (`roleArn`)."""
+
+    def __init__(self, message: str, *, role_arn: str, error_type: str | None = None) -> None:
+        super().__init__(message, error_type=error_type)
+        self.role_arn = role_arn
+
+
 class ServiceUnavailable(SecretcacheError):
     """We are shutting down or the AWS SDK failed to load."""
 
     status = 503
     error_type = "ServiceUnavailable"
     transient = True
+
+
+class TooManyConnections(SecretcacheError):
+    """Every connection SECRETCACHE_MAX_CLIENT_CONNECTIONS allows is serving a request (none is
+    idle to close for the newcomer). 503 on our routes; the Agent answers 429."""
+
+    status = 503
+    error_type = "TooManyConnections"
 
 
 #: Our errorType -> the Agent's __type where the Agent names the failure itself (its
@@ -142,9 +165,14 @@ def agent_error(error: SecretcacheError) -> tuple[int, bytes]:
     """The Agent's rendering: its status and `{"__type", "message"}` (compact, keys sorted).
 
     Not-found from AWS is 400 as the Agent (and AWS) send it; our own 404 (an unknown path) never
-    reaches here, as no Agent route can be unknown. 5xx follow the Agent: 504 for a timeout, 502
-    for a connection failure, 500 for AWS's own 5xx and for anything internal.
+    reaches here, as no Agent route can be unknown. The connection cap is 429 as the Agent's
+    (`Connection limit exceeded`). 5xx follow the Agent: 504 for a timeout, 502
+    for a connection failure, 500 for AWS's own 5xx and for anything internal. A role STS refused
+    is the Agent's 403 `Failed to create caching client from role: <arn>`.
     """
+    if isinstance(error, RoleAccessDenied):
+        message = f"Failed to create caching client from role: {error.role_arn}"
+        return 403, json_body({"__type": "AccessDeniedException", "message": message})
     status = error.status
     if isinstance(error, _AWS_CLIENT_ERRORS) or (
         isinstance(error, NotFound) and error.error_type != "UnknownPath"
@@ -152,6 +180,8 @@ def agent_error(error: SecretcacheError) -> tuple[int, bytes]:
         status = 400
     elif isinstance(error, UpstreamTimeout):
         status = 504
+    elif isinstance(error, TooManyConnections):
+        status = 429
     elif isinstance(error, UpstreamError):
         status = 502 if error.error_type == "UpstreamUnavailable" else 500
     error_type = _AGENT_TYPES.get(error.error_type, error.error_type)

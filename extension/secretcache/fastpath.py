@@ -3,11 +3,12 @@
 A cache hit through aiohttp costs ~45 us of server CPU (parser, request objects, middlewares);
 the reads that dominate a function's traffic (`GET /secretsmanager/get`,
 `GET /systemsmanager/parameters/get`, with the token, no body) need far less. This protocol
-serves exactly those requests and the Secrets Manager Agent's `GET /v1/<plain id>`, hits and
-misses, with the same rules (`query.py`) and the same bytes from the same cache. Anything else
-(another path or method, a body, an unusual header, a request line or query the fast path would
-reject) hands the connection to aiohttp for the rest of its life, so every rejection is still
-rendered by the one error path in `server.py`.
+serves exactly those requests, the Secrets Manager Agent's `GET /v1/<plain id>`, hits and
+misses, the batch reads the exec wrapper makes at start (`batchget`, `getbatch`) and the health
+checks (`/health`, `/ping`), with the same rules (`query.py`) and the same bytes from the same
+cache. Anything else (another path or method, a body, an unusual header, a request line or query
+the fast path would reject) hands the connection to aiohttp for the rest of its life, so every
+rejection is still rendered by the one error path in `server.py`.
 
 It needs no aiohttp, so it serves as soon as the socket is bound; a connection that needs
 aiohttp before it has loaded waits for it.
@@ -16,9 +17,11 @@ Hostile clients: a request head must be complete within the request timeout once
 has arrived (else 408 and close); a client that does not read its answers stops being read once
 the write buffer passes asyncio's high-water mark; at the connection cap the longest-idle
 connection is closed to make room (a function's pooled connection is only closed under that
-pressure, never by an idle timer that a freeze would trip), and a 503 goes out only when every
-connection is busy. Bytes that cannot be a fast-path request (bare LF line ends, TLS, another
-method) go to aiohttp at once, which answers 400 for what it cannot parse.
+pressure, never by an idle timer that a freeze would trip); only when every connection is busy
+is a newcomer refused, after its request head is read: a health check is still answered (exempt
+from the cap), the Agent's routes get its 429 `Connection limit exceeded`, ours 503. Bytes that
+cannot be a fast-path request (bare LF line ends, TLS, another method) go to aiohttp at once,
+which answers 400 for what it cannot parse.
 """
 
 from __future__ import annotations
@@ -29,8 +32,9 @@ import time
 import weakref
 from collections.abc import Callable
 from typing import Any, NamedTuple
+from urllib.parse import unquote
 
-from .errors import BadRequest, RequestTimeout, ServiceUnavailable
+from .errors import BadRequest, RequestTimeout, TooManyConnections, agent_error
 from .json_body import json_body
 from .log import log
 from .query import (
@@ -38,20 +42,37 @@ from .query import (
     MAX_HEADER_BYTES,
     MAX_HEADERS,
     Pairs,
+    agent_route,
     parse_query_string,
     token_matches,
 )
-from .read_requests import DecryptRead, ParameterRead, SecretRead
+from .read_requests import (
+    DecryptRead,
+    ParameterRead,
+    ParametersRead,
+    SecretRead,
+    SecretsRead,
+)
 from .reads import Reads, Response
 from .status import Status
 
-Route = Callable[[Pairs], SecretRead | ParameterRead]
+FastRead = SecretRead | ParameterRead | SecretsRead | ParametersRead
+Route = Callable[[Pairs], FastRead]
 _ROUTES: dict[bytes, Route] = {
     b"/secretsmanager/get": SecretRead.from_query,
     b"/secretsmanager/get/": SecretRead.from_query,
     b"/systemsmanager/parameters/get": ParameterRead.from_query,
     b"/systemsmanager/parameters/get/": ParameterRead.from_query,
+    # The batch reads the exec wrapper makes at start: served here, its INIT does not wait for
+    # aiohttp to load. Answered by `Reads.respond` (no stored body for a batch: items are cached
+    # one by one), the same call aiohttp's handlers make.
+    b"/secretsmanager/batchget": SecretsRead.from_query,
+    b"/secretsmanager/batchget/": SecretsRead.from_query,
+    b"/systemsmanager/parameters/getbatch": ParametersRead.from_query,
+    b"/systemsmanager/parameters/getbatch/": ParametersRead.from_query,
 }
+#: Reads with no stored body of their own: always answered by `Reads.respond`.
+_BATCH_READS = frozenset({SecretsRead, ParametersRead})
 #: SECRETCACHE_COMPAT=agent: `/secretsmanager/get` parsed by the Agent's rules, Agent-shaped.
 _AGENT_ROUTES: dict[bytes, Route] = {
     **_ROUTES,
@@ -64,6 +85,9 @@ _POST_ROUTES: dict[bytes, Callable[[bytes, Pairs], DecryptRead]] = {
 }
 #: No token (as in server.py): a health check should not load aiohttp either.
 _HEALTH_PATHS = frozenset({b"/health", b"/health/"})
+#: The Secrets Manager Agent's health check: `healthy` as text, as aiohttp's `ping` answers.
+_PING_PATHS = frozenset({b"/ping", b"/ping/"})
+_PING_BODY = b"healthy"
 #: `_plan`'s answer while a request's body has not fully arrived.
 _NEED_MORE = object()
 #: What the fast path takes (anything else goes to aiohttp's stricter parser): a target of
@@ -76,6 +100,7 @@ _TOKEN_HEADERS = (b"x-aws-parameters-secrets-token", b"x-vault-token")
 #: is refused: aiohttp answers those, so the check costs the hot path no extra step.
 _NOT_FAST = frozenset({b"transfer-encoding", b"expect", b"upgrade", b"x-forwarded-for"})
 _JSON_HEADERS = b"Content-Type: application/json\r\nCache-Control: no-store\r\n"
+_TEXT_HEADERS = b"Content-Type: text/plain; charset=utf-8\r\nCache-Control: no-store\r\n"
 #: What a request head must start with to be worth waiting for on the fast path.
 _FAST_STARTS = (b"GET /", b"POST /kms/decrypt")
 _PHRASES = {
@@ -93,9 +118,13 @@ _PHRASES = {
 }
 #: Unread bytes held while a miss is in flight before the socket stops being read.
 _MAX_BUFFER = 64 * 1024
-#: How long a refused connection is kept to read the client's request, so that closing it
-#: does not reset the connection (and lose the 503) while the request is still unread.
+#: How long a connection over the cap waits for its request head, and how long it is kept after
+#: its answer to read what the client still sends, so that closing it does not reset the
+#: connection (and lose the answer) while a request is unread.
 REFUSED_LINGER_SECONDS = 1.0
+#: Connections over the cap whose heads are read at once (each lives at most two lingers);
+#: past this many a newcomer is answered 503 without being read (its route is unknown).
+MAX_OVER_CAP = 64
 
 
 class FastPath:
@@ -121,9 +150,12 @@ class FastPath:
         self.max_connections = max_connections
         self.request_timeout = request_timeout
         self.status = status
-        self.routes = _AGENT_ROUTES if reads.config.compat == "agent" else _ROUTES
+        self.agent_secret_get = reads.config.compat == "agent"
+        self.routes = _AGENT_ROUTES if self.agent_secret_get else _ROUTES
         #: Every connection we answer for, fast or handed off; weak so none is counted forever.
         self.live: weakref.WeakSet[Any] = weakref.WeakSet()
+        #: Connections over the cap, read to be answered (OverCapConnection); not in `live`.
+        self.over_cap: set[OverCapConnection] = set()
         self._handoff: Callable[[Callable[[Any], None]], asyncio.Protocol] | None = None
         self._handoff_ready = asyncio.Event()
         #: Called once, by the first connection that needs aiohttp, to start loading it (so a
@@ -142,7 +174,9 @@ class FastPath:
     def protocol_factory(self) -> asyncio.Protocol:
         """For `loop.create_server`: at the cap close the longest-idle connection, or refuse."""
         if len(self.live) >= self.max_connections and not self._evict_longest_idle():
-            return RefusedConnection()
+            if len(self.over_cap) < MAX_OVER_CAP:
+                return OverCapConnection(self)
+            return RefusedConnection(self.refusal(b""))
         protocol = FastPathProtocol(self)
         self.live.add(protocol)
         return protocol
@@ -161,6 +195,34 @@ class FastPath:
         log.debug("connection.evicted", idleSeconds=round(time.monotonic() - oldest_since, 1))
         return True
 
+    def refusal(self, head: bytes) -> bytes:
+        """The answer to a connection over the cap, by the route its request line names: the
+        Agent's 429 on its routes, our 503 elsewhere (and when no request line arrived)."""
+        error = TooManyConnections(
+            f"Connection limit exceeded: SECRETCACHE_MAX_CLIENT_CONNECTIONS={self.max_connections}"
+            " and every open connection is serving a request"
+        )
+        status, body = error.status, error.to_body()
+        parts = head.split(b"\r\n", 1)[0].split(b" ")
+        if len(parts) > 1:
+            path = unquote(parts[1].partition(b"?")[0].decode("latin-1"))
+            if agent_route(path, self.agent_secret_get):
+                status, body = agent_error(error)
+        log.debug("connection.refused", status=status)
+        return self.response(status, body, extra=b"Connection: close\r\n")
+
+    def response(
+        self, status: int, body: bytes, headers: bytes = _JSON_HEADERS, extra: bytes = b""
+    ) -> bytes:
+        """A whole HTTP/1.1 response, as every fast-path answer is written."""
+        head = b"HTTP/1.1 %d %s\r\n%s" % (status, _PHRASES.get(status, b"Error"), headers)
+        return (
+            head
+            + extra
+            + b"Content-Length: %d\r\nDate: %s\r\n\r\n" % (len(body), self.date())
+            + body
+        )
+
     def date(self) -> bytes:
         now = int(time.time())
         if now != self._date_second:
@@ -173,6 +235,8 @@ class FastPath:
         for protocol in list(self.live):
             if isinstance(protocol, FastPathProtocol):
                 protocol.close()
+        for over in list(self.over_cap):
+            over.close()
 
     async def hand_off(self, protocol: FastPathProtocol) -> None:
         if self._handoff is None:
@@ -188,10 +252,11 @@ class _Plan(NamedTuple):
     """A fast-path request, parsed: the typed read (or the answer when it needs none), whether
     to close after answering, and the size of its body."""
 
-    read: SecretRead | ParameterRead | DecryptRead | None
+    read: FastRead | DecryptRead | None
     close: bool
     body_size: int = 0
     answer: bytes = b""
+    headers: bytes = _JSON_HEADERS
 
 
 class FastPathProtocol(asyncio.Protocol):
@@ -310,100 +375,24 @@ class FastPathProtocol(asyncio.Protocol):
                 return
             self._stop_head_timer()
             self.buffer = buffer[end + 4 + plan.body_size :]
-            body = plan.answer if plan.read is None else hub.reads.cached(plan.read)
+            read = plan.read
+            if read is None:
+                body: bytes | None = plan.answer
+            elif type(read) in _BATCH_READS:
+                body = None
+            else:
+                body = hub.reads.cached(read)
             if body is None:
                 self.busy = True
                 self.task = asyncio.get_running_loop().create_task(self._complete(plan))
                 return
-            self._write(200, body)
+            self._write(200, body, headers=plan.headers)
             if plan.close:
                 self.transport.close()
                 return
 
     def _plan(self, head: bytes, body_start: int) -> Any:
-        """The read a request asks for, `_NEED_MORE` while its body is still arriving, or None
-        when aiohttp should answer it.
-
-        The rules are aiohttp's (query.py holds the shared bounds): whatever the fast path does
-        not accept, aiohttp answers, so both stacks accept and refuse the same requests.
-        """
-        hub = self.hub
-        lines = head.split(b"\r\n")
-        if len(lines) > MAX_HEADERS + 1:
-            return None
-        parts = lines[0].split(b" ")
-        if len(parts) != 3 or parts[2] != b"HTTP/1.1":
-            return None
-        target = parts[1]
-        if _TARGET.fullmatch(target) is None:
-            return None
-        path, _, raw_query = target.partition(b"?")
-        method = parts[0]
-        post = method == b"POST" and path in _POST_ROUTES
-        health = method == b"GET" and path in _HEALTH_PATHS
-        route = None
-        if method == b"GET" and not health:
-            route = hub.routes.get(path) or _agent_path_route(path)
-        if not post and not health and route is None:
-            return None
-        token = host = length = None
-        close = False
-        for line in lines[1:]:
-            name, colon, value = line.partition(b":")
-            if (
-                not colon
-                or _HEADER_NAME.fullmatch(name) is None
-                or _HEADER_VALUE.fullmatch(value) is None
-            ):
-                return None
-            lower = name.lower()
-            value = value.strip(b" \t")
-            if lower in _TOKEN_HEADERS:
-                if token is not None:
-                    return None
-                token = value
-            elif lower == b"host":
-                if host is not None:
-                    return None
-                host = value
-            elif lower == b"content-length":
-                if length is not None or not value.isdigit() or (value != b"0" and not post):
-                    return None
-                if int(value) > MAX_BODY_BYTES:
-                    return None  # aiohttp answers 413, from the same rules
-                length = value
-            elif lower == b"connection":
-                option = value.lower()
-                if option == b"close":
-                    close = True
-                elif option != b"keep-alive":
-                    return None
-            elif lower in _NOT_FAST:
-                return None
-        # HTTP/1.1 requires Host; without one aiohttp answers 400.
-        if host is None or host.lower() not in hub.allowed_hosts:
-            return None
-        if health:
-            ready = hub.status.ready and hub.reads.backends.loaded
-            return _Plan(None, close, answer=json_body({"status": "ok" if ready else "starting"}))
-        if token is None or not token_matches(token, hub.token):
-            return None
-        body_size = int(length) if length is not None else 0
-        if post and length is None:
-            return None  # chunked or no body: aiohttp's rules
-        if body_size and len(self.buffer) < body_start + body_size:
-            return _NEED_MORE
-        try:
-            pairs = parse_query_string(raw_query.decode("ascii"))
-            if post:
-                body = self.buffer[body_start : body_start + body_size]
-                read: Any = _POST_ROUTES[path](body, pairs)
-            else:
-                assert route is not None
-                read = route(pairs)
-        except BadRequest:
-            return None  # aiohttp renders the error, from the same rules
-        return _Plan(read, close, body_size)
+        return plan_request(self.hub, self.buffer, head, body_start)
 
     async def _complete(self, plan: _Plan) -> None:
         assert plan.read is not None  # an answer that needs no read never gets here
@@ -418,18 +407,14 @@ class FastPathProtocol(asyncio.Protocol):
         self._update_reading()
         self._serve_buffered()
 
-    def _write(self, status: int, body: bytes, extra: bytes = b"") -> None:
+    def _write(
+        self, status: int, body: bytes, extra: bytes = b"", headers: bytes = _JSON_HEADERS
+    ) -> None:
         transport = self.transport
         if transport is None or transport.is_closing():
             return
         self.idle_at = time.monotonic()
-        head = b"HTTP/1.1 %d %s\r\n%s" % (status, _PHRASES.get(status, b"Error"), _JSON_HEADERS)
-        transport.write(
-            head
-            + extra
-            + b"Content-Length: %d\r\nDate: %s\r\n\r\n" % (len(body), self.hub.date())
-            + body
-        )
+        transport.write(self.hub.response(status, body, headers, extra))
 
     def _update_reading(self) -> None:
         """Read while neither the client's unread answers nor a stalled pipeline pile up."""
@@ -496,6 +481,95 @@ class FastPathProtocol(asyncio.Protocol):
             transport.resume_reading()
 
 
+def plan_request(hub: FastPath, buffer: bytes, head: bytes, body_start: int) -> Any:
+    """The read a request asks for (or the answer when it needs none: the health checks),
+    `_NEED_MORE` while its body is still arriving in `buffer`, or None when aiohttp should
+    answer it.
+
+    The rules are aiohttp's (query.py holds the shared bounds): whatever the fast path does
+    not accept, aiohttp answers, so both stacks accept and refuse the same requests.
+    """
+    lines = head.split(b"\r\n")
+    if len(lines) > MAX_HEADERS + 1:
+        return None
+    parts = lines[0].split(b" ")
+    if len(parts) != 3 or parts[2] != b"HTTP/1.1":
+        return None
+    target = parts[1]
+    if _TARGET.fullmatch(target) is None:
+        return None
+    path, _, raw_query = target.partition(b"?")
+    method = parts[0]
+    post = method == b"POST" and path in _POST_ROUTES
+    health = method == b"GET" and path in _HEALTH_PATHS
+    ping = method == b"GET" and path in _PING_PATHS
+    route = None
+    if method == b"GET" and not health and not ping:
+        route = hub.routes.get(path) or _agent_path_route(path)
+    if not post and not health and not ping and route is None:
+        return None
+    token = host = length = None
+    close = False
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if (
+            not colon
+            or _HEADER_NAME.fullmatch(name) is None
+            or _HEADER_VALUE.fullmatch(value) is None
+        ):
+            return None
+        lower = name.lower()
+        value = value.strip(b" \t")
+        if lower in _TOKEN_HEADERS:
+            if token is not None:
+                return None
+            token = value
+        elif lower == b"host":
+            if host is not None:
+                return None
+            host = value
+        elif lower == b"content-length":
+            if length is not None or not value.isdigit() or (value != b"0" and not post):
+                return None
+            if int(value) > MAX_BODY_BYTES:
+                return None  # aiohttp answers 413, from the same rules
+            length = value
+        elif lower == b"connection":
+            option = value.lower()
+            if option == b"close":
+                close = True
+            elif option != b"keep-alive":
+                return None
+        elif lower in _NOT_FAST:
+            return None
+    # HTTP/1.1 requires Host; without one aiohttp answers 400.
+    if host is None or host.lower() not in hub.allowed_hosts:
+        return None
+    if health:
+        ready = hub.status.ready and hub.reads.backends.loaded
+        return _Plan(None, close, answer=json_body(hub.status.health(ready)))
+    if ping:
+        return _Plan(None, close, answer=_PING_BODY, headers=_TEXT_HEADERS)
+    if token is None or not token_matches(token, hub.token):
+        return None
+    body_size = int(length) if length is not None else 0
+    if post and length is None:
+        return None  # chunked or no body: aiohttp's rules
+    if body_size and len(buffer) < body_start + body_size:
+        return _NEED_MORE
+    try:
+        pairs = parse_query_string(raw_query.decode("ascii"))
+        if post:
+            body = buffer[body_start : body_start + body_size]
+            read: Any = _POST_ROUTES[path](body, pairs)
+        else:
+            assert route is not None
+            read = route(pairs)
+    except BadRequest:
+        return None  # aiohttp renders the error, from the same rules
+    return _Plan(read, close, body_size)
+
+
 def _agent_path_route(path: bytes) -> Route | None:
     """The Agent's `/v1/<id>` when the id is plain (no escape, no dot segment), else None.
 
@@ -515,28 +589,96 @@ def _may_become_fast(partial: bytes) -> bool:
     return partial.count(b"\n") == partial.count(b"\r\n")
 
 
+class OverCapConnection(asyncio.Protocol):
+    """A connection that arrived while every connection the cap allows was serving a request.
+
+    Its first request head is read (for at most REFUSED_LINGER_SECONDS): a health check the fast
+    path can answer (`/ping`, `/health` from a local Host) is answered, as health checks are
+    exempt from the cap; anything else is refused by `FastPath.refusal` (429 on the Agent's
+    routes, 503 on ours). The answer says `Connection: close`; the connection is closed when the
+    client closes it, or REFUSED_LINGER_SECONDS later (what it still sends is read and dropped,
+    so the close does not reset the connection and lose the answer).
+    """
+
+    def __init__(self, hub: FastPath) -> None:
+        self.hub = hub
+        self.transport: asyncio.Transport | None = None
+        self.buffer = b""
+        self.answered = False
+        self.timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.hub.over_cap.add(self)
+        self.timer = asyncio.get_running_loop().call_later(REFUSED_LINGER_SECONDS, self._time_up)
+
+    def data_received(self, data: bytes) -> None:
+        if self.answered:
+            return  # read and dropped
+        self.buffer += data
+        end = self.buffer.find(b"\r\n\r\n")
+        if end >= 0:
+            self._answer(self.buffer[:end], end + 4)
+        elif len(self.buffer) > MAX_HEADER_BYTES:
+            self._answer(self.buffer, None)
+
+    def eof_received(self) -> bool | None:
+        if not self.answered:
+            self._answer(self.buffer, None)
+        return False  # the transport closes itself, after writing the answer
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.hub.over_cap.discard(self)
+        if self.timer is not None:
+            self.timer.cancel()
+        self.transport = None
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def _time_up(self) -> None:
+        if self.transport is None:
+            return
+        if not self.answered:
+            self._answer(self.buffer, None)  # the head did not arrive in time
+        else:
+            self.transport.close()
+
+    def _answer(self, head: bytes, body_start: int | None) -> None:
+        """Answer the first request: its health check if it is one, else the refusal."""
+        self.answered = True
+        hub = self.hub
+        plan = plan_request(hub, self.buffer, head, body_start) if body_start else None
+        if isinstance(plan, _Plan) and plan.read is None:
+            answer = hub.response(200, plan.answer, plan.headers, b"Connection: close\r\n")
+        else:
+            answer = hub.refusal(head)
+        self.buffer = b""
+        assert self.transport is not None
+        self.transport.write(answer)
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = asyncio.get_running_loop().call_later(REFUSED_LINGER_SECONDS, self._time_up)
+
+
 class RefusedConnection(asyncio.Protocol):
-    """Answers one connection over the cap with 503, then reads until the client closes.
+    """Answers one connection past MAX_OVER_CAP with `answer` (503) before reading it, then reads
+    until the client closes.
 
     Closing at once would reset the connection if the request arrives after the close, and the
     client would see ECONNRESET instead of the 503; so the request is read and dropped, for at
     most REFUSED_LINGER_SECONDS.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, answer: bytes) -> None:
+        self.answer = answer
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         assert self.transport is not None
-        body = ServiceUnavailable(
-            "too many concurrent connections", error_type="TooManyConnections"
-        ).to_body()
-        head = (
-            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-            f"Cache-Control: no-store\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-        )
-        self.transport.write(head.encode() + body)
+        self.transport.write(self.answer)
         asyncio.get_running_loop().call_later(REFUSED_LINGER_SECONDS, self.transport.close)
 
     def data_received(self, data: bytes) -> None:

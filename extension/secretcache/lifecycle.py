@@ -179,6 +179,9 @@ class Extension:
         self.warm_task: Any = None
         self.restore_task: Any = None
         self.aiohttp_task: Any = None
+        #: SnapStart: the next event is the first after INIT, so a restore has happened.
+        self.awaiting_first_event = config.snapstart
+        self._restoring = False
 
     async def serve(self) -> int:
         """Run every phase; returns the process exit status."""
@@ -210,6 +213,10 @@ class Extension:
         config = self.config
         loop = asyncio.get_running_loop()
         _quiet_library_loggers(loop)
+        if config.random_seed is not None:
+            import random
+
+            random.seed(config.random_seed)
         self.cache = TtlCache(
             max_entries=config.cache_size if config.cache_enabled else 0,
             max_bytes=config.cache_max_bytes,
@@ -221,6 +228,11 @@ class Extension:
         self.backends.start_loading()
         self.reads = Reads(config, self.cache, self.backends)
         self.status = Status()
+        self.restore_state = self.cache.metrics.snapstart
+        self.restore_state.snapstart = config.snapstart
+        self.status.snapstart = self.restore_state
+        self.cache.on_clock_jump = self._clock_jumped
+        self.cache.watch_restore = config.snapstart
         self.listener = FastPath(
             self.reads,
             self.status,
@@ -246,6 +258,7 @@ class Extension:
         # sandboxes at once. Unless told to keep secrets in it, store nothing until the first
         # event, which follows the restore, and warm the prefetch list then (`on_event`).
         self.cache.holding = config.snapstart and not config.snapstart_prefetch
+        self.restore_state.holding = self.cache.holding
         if config.prefetch and not self.cache.holding:
             # Prefetched values must be in the cache before INIT ends: warm up before event/next.
             # Reads that arrive meanwhile (the handler's INIT) wait for the prefetch, then hit.
@@ -297,15 +310,14 @@ class Extension:
             return []  # SnapStart: the prefetch runs after the restore
         return await run_prefetch(self.reads, self.config.prefetch)
 
-    async def _prefetch_after_restore(self) -> None:
-        """SnapStart: warm the prefetch list after a random delay (up to the jitter), so
+    async def _prefetch_after_restore(self, delay: float) -> None:
+        """After a restore: warm the prefetch list after `delay` (random, up to the jitter), so
         sandboxes restored together do not all call AWS in the same instant."""
         import asyncio
-        import random
 
         from .prefetch import run_prefetch
 
-        await asyncio.sleep(random.uniform(0.0, self.config.snapstart_jitter))
+        await asyncio.sleep(delay)
         try:
             await self.backends.wait_loaded()
         except Exception as exc:
@@ -359,22 +371,71 @@ class Extension:
                 return
 
     def on_event(self, event: Event) -> None:
-        if self.cache.holding:
-            # The first event after SnapStart's restore: from now on, cache as usual.
-            import asyncio
+        if self.awaiting_first_event:
+            # SnapStart: INIT's event/next returns only after a restore. A request may have seen
+            # the restore first (its clock jump); reading the clock lets a jump be seen now.
+            self.awaiting_first_event = False
+            self.cache.clock()
+            if self.restore_state.restores == 0:
+                from .restore import FIRST_EVENT
 
-            self.cache.holding = False
-            log.info("snapstart.restored", prefetch=len(self.config.prefetch))
-            if self.config.prefetch and not event.is_shutdown:
-                self.restore_task = asyncio.get_running_loop().create_task(
-                    self._prefetch_after_restore()
-                )
+                self.restore(FIRST_EVENT, None, closing=event.is_shutdown)
         if event.is_shutdown:
             self.shutdown_deadline = event.deadline
             log.info("extension.shutdown", reason=event.shutdown_reason)
             self.should_exit.set()
         elif time.monotonic() - self.last_emf >= self.config.metrics_interval:
             self.emit_metrics()
+
+    def _clock_jumped(self, seconds: float) -> None:
+        """The cache's clock saw a restore-sized wall-clock jump (on the request path, maybe
+        before our event thread has seen the first event); the cache has expired its entries."""
+        from .restore import CLOCK_JUMP
+
+        self.restore(CLOCK_JUMP, seconds, expired=True)
+
+    def restore(
+        self, reason: str, clock_jump: float | None, *, expired: bool = False, closing: bool = False
+    ) -> None:
+        """After a restore, nothing from before the snapshot is trusted: entries are expired
+        (kept for stale-on-error), pooled upstream connections dropped, credentials re-read,
+        random state reseeded, and the prefetch list warmed after a random delay."""
+        if self._restoring:
+            return  # expiring reads the clock, which may report the same restore
+        self._restoring = True
+        try:
+            import asyncio
+            import random
+
+            from .restore import reseed_random
+
+            self.cache.holding = False
+            self.cache.watch_restore = False  # a process is restored at most once
+            self.restore_state.holding = False
+            if not expired:
+                self.cache.expire_all()
+            self.backends.after_restore()
+            reseed_random()
+            self.restore_state.record(reason, clock_jump)
+            delay: float | None = None
+            if self.config.prefetch and not closing and not self.status.closing:
+                delay = random.uniform(0.0, self.config.snapstart_jitter)
+                if self.restore_task is not None:
+                    self.restore_task.cancel()
+                self.restore_task = asyncio.get_running_loop().create_task(
+                    self._prefetch_after_restore(delay)
+                )
+            self.restore_state.prefetch_delay = delay
+            log.info(
+                "snapstart.restored",
+                reason=reason,
+                clockJumpSeconds=None if clock_jump is None else round(clock_jump, 3),
+                expiredEntries=len(self.cache),
+                prefetch=len(self.config.prefetch),
+                prefetchDelayMs=None if delay is None else round(delay * 1000, 1),
+            )
+        finally:
+            self._restoring = False
 
     def emit_metrics(self) -> None:
         if self.config.metrics == "emf":

@@ -10,6 +10,7 @@ import time
 from collections import deque
 from typing import Any, Protocol
 
+from .restore import RestoreState
 from .service import Service
 
 _EMF_COUNTERS = (
@@ -114,6 +115,8 @@ class Metrics:
     def __init__(self) -> None:
         self.services = {service: ServiceStats() for service in Service}
         self.rotation = RotationStats()
+        #: SnapStart: holding, restores seen, the last one (set up by the lifecycle).
+        self.snapstart = RestoreState()
 
     def service(self, service: str) -> ServiceStats:
         """The counters of one service (a `Service` or its name)."""
@@ -130,7 +133,7 @@ class Metrics:
 
 
 def snapshot(cache: CacheContents) -> dict[str, Any]:
-    """Counters per service plus what the cache holds."""
+    """Counters per service, what the cache holds, and SnapStart's restores."""
     sizes = cache.entries_by_service()
     services: dict[str, Any] = {}
     for service, stats in cache.metrics.services.items():
@@ -141,7 +144,11 @@ def snapshot(cache: CacheContents) -> dict[str, Any]:
         if service is Service.SECRETS_MANAGER:
             counters.update(cache.metrics.rotation.as_dict())
         services[service.value] = counters
-    return {"services": services, "cache": {"entries": len(cache), "bytes": cache.bytes}}
+    return {
+        "services": services,
+        "cache": {"entries": len(cache), "bytes": cache.bytes},
+        "snapStart": cache.metrics.snapstart.as_dict(),
+    }
 
 
 def emf_line(cache: CacheContents, namespace: str, function_name: str | None) -> str:

@@ -19,6 +19,11 @@ MAX_HEADER_BYTES = 8 * 1024
 MAX_HEADERS = 128
 MAX_BATCH_ITEMS = 100
 _LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+_AGENT_PATHS = frozenset({"/v1", "/v1/", "/ping", "/ping/"})
+_SECRET_PATHS = frozenset({"/secretsmanager/get", "/secretsmanager/get/"})
+#: Health checks: no token, and exempt from the connection cap (a probe must answer when the
+#: function's own connections fill it, as the Secrets Manager Agent's `/ping` does).
+OPEN_PATHS = frozenset({"/health", "/health/", "/ping", "/ping/"})
 
 Pairs = list[tuple[str, str]]
 
@@ -29,6 +34,16 @@ def forwarded_error() -> BadRequest:
         "X-Forwarded-For is refused: a request relayed by a proxy does not come from this "
         "function (the Secrets Manager Agent's SSRF rule); call 127.0.0.1 directly",
         error_type="Forwarded",
+    )
+
+
+def agent_route(path: str, agent_secret_get: bool) -> bool:
+    """Whether a (percent-decoded) path answers as the Secrets Manager Agent does: `/v1/...`,
+    `/ping`, and `/secretsmanager/get` under SECRETCACHE_COMPAT=agent (`agent_secret_get`)."""
+    return (
+        path in _AGENT_PATHS
+        or path.startswith("/v1/")
+        or (agent_secret_get and path in _SECRET_PATHS)
     )
 
 

@@ -15,19 +15,37 @@ import hashlib
 import json
 from typing import NamedTuple
 
+from .arns import validate_role_arn
 from .errors import BadRequest
 from .query import MAX_QUERY_VALUE, Pairs, all_values, first, flag, required, ssm_selector
 from .service import Service
 
 #: The query parameters the Secrets Manager Agent takes on a secret read (besides secretId).
-AGENT_SECRET_OPTIONS = frozenset({"versionId", "versionStage", "refreshNow"})
+AGENT_SECRET_OPTIONS = frozenset({"versionId", "versionStage", "refreshNow", "roleArn"})
+
+
+def parse_role_arn(pairs: Pairs) -> str | None:
+    """`roleArn`, validated by the Agent's rule; None when absent (an empty one is refused)."""
+    value = first(pairs, "roleArn")
+    return None if value is None else validate_role_arn(value)
+
+
+def refuse_role_arn(pairs: Pairs) -> None:
+    """Reads other than secrets do not assume roles: refuse rather than read as the function."""
+    if first(pairs, "roleArn") is not None:
+        raise BadRequest(
+            "roleArn applies to secret reads only (/secretsmanager/get, /secretsmanager/batchget, "
+            "/v1/<id>); this read would use the function's own role",
+            error_type="UnsupportedParameter",
+        )
 
 
 class SecretRead(NamedTuple):
     """GetSecretValue: `GET /secretsmanager/get` or the Agent's `GET /v1/<secret id>`.
 
     `agent` asks for the Secrets Manager Agent's shapes (body, errors, statuses) and its
-    stricter query rules (an unknown parameter is a 400); it is part of the cache key.
+    stricter query rules (an unknown parameter is a 400); it is part of the cache key, as is
+    `role_arn` (the role the read assumes; None = the function's own credentials).
     """
 
     secret_id: str
@@ -35,6 +53,7 @@ class SecretRead(NamedTuple):
     version_stage: str | None = None
     refresh: bool = False
     agent: bool = False
+    role_arn: str | None = None
 
     @property
     def service(self) -> Service:
@@ -70,6 +89,7 @@ class SecretRead(NamedTuple):
             first(pairs, "versionStage") or None,
             flag(pairs, "refreshNow"),
             agent,
+            parse_role_arn(pairs),
         )
 
 
@@ -78,12 +98,6 @@ def _refuse_unknown(pairs: Pairs, known: frozenset[str]) -> None:
     for name, _ in pairs:
         if name in known:
             continue
-        if name == "roleArn":
-            raise BadRequest(
-                "roleArn (reading through an assumed role) is not supported yet; "
-                "give the function's role access to the secret",
-                error_type="UnsupportedParameter",
-            )
         raise BadRequest(f"unknown parameter: {name[:64]}", error_type="UnknownParameter")
 
 
@@ -101,6 +115,7 @@ class ParameterRead(NamedTuple):
 
     @classmethod
     def from_query(cls, pairs: Pairs) -> ParameterRead:
+        refuse_role_arn(pairs)
         return cls(
             required(pairs, "name"),
             ssm_selector(pairs),
@@ -122,6 +137,7 @@ class ParametersRead(NamedTuple):
 
     @classmethod
     def from_query(cls, pairs: Pairs) -> ParametersRead:
+        refuse_role_arn(pairs)
         return cls(
             tuple(all_values(pairs, "name")),
             flag(pairs, "withDecryption"),
@@ -143,6 +159,7 @@ class PathRead(NamedTuple):
 
     @classmethod
     def from_query(cls, pairs: Pairs) -> PathRead:
+        refuse_role_arn(pairs)
         path = required(pairs, "path")
         if not path.startswith("/"):
             raise BadRequest("query parameter 'path' must start with '/'")
@@ -152,10 +169,11 @@ class PathRead(NamedTuple):
 
 
 class SecretsRead(NamedTuple):
-    """BatchGetSecretValue for up to MAX_BATCH_ITEMS ids (in chunks of 20 upstream)."""
+    """BatchGetSecretValue for up to MAX_BATCH_ITEMS ids (in chunks of 20 per region upstream)."""
 
     secret_ids: tuple[str, ...]
     refresh: bool = False
+    role_arn: str | None = None
 
     @property
     def service(self) -> Service:
@@ -163,7 +181,9 @@ class SecretsRead(NamedTuple):
 
     @classmethod
     def from_query(cls, pairs: Pairs) -> SecretsRead:
-        return cls(tuple(all_values(pairs, "secretId")), flag(pairs, "refreshNow"))
+        return cls(
+            tuple(all_values(pairs, "secretId")), flag(pairs, "refreshNow"), parse_role_arn(pairs)
+        )
 
 
 _DECRYPT_FIELDS = frozenset({"CiphertextBlob", "EncryptionContext", "KeyId", "EncryptionAlgorithm"})
@@ -185,6 +205,7 @@ class DecryptRead(NamedTuple):
     @classmethod
     def from_body(cls, raw: bytes, pairs: Pairs) -> DecryptRead:
         """Validate a Decrypt request body (JSON) and the query's refreshNow."""
+        refuse_role_arn(pairs)
         try:
             body = json.loads(raw)
         except (ValueError, UnicodeDecodeError):

@@ -61,10 +61,17 @@ class Upstream(Protocol):
         """Whether the SDK has loaded (/health reports "starting" until then)."""
 
     async def get_secret_value(
-        self, secret_id: str, version_id: str | None, version_stage: str | None
+        self,
+        secret_id: str,
+        version_id: str | None,
+        version_stage: str | None,
+        *,
+        role_arn: str | None = None,
     ) -> dict[str, Any]: ...
 
-    async def describe_secret(self, secret_id: str) -> dict[str, Any]: ...
+    async def describe_secret(
+        self, secret_id: str, *, role_arn: str | None = None
+    ) -> dict[str, Any]: ...
 
     async def get_parameter(self, name: str, with_decryption: bool) -> dict[str, Any]: ...
 
@@ -74,7 +81,9 @@ class Upstream(Protocol):
         self, path: str, recursive: bool, with_decryption: bool, *, limit: int | None = None
     ) -> list[dict[str, Any]]: ...
 
-    async def batch_get_secret_value(self, secret_ids: list[str]) -> dict[str, Any]: ...
+    async def batch_get_secret_value(
+        self, secret_ids: list[str], *, role_arn: str | None = None
+    ) -> dict[str, Any]: ...
 
     async def decrypt(
         self,
@@ -100,7 +109,9 @@ def cache_key(read: SingleRead) -> CacheKey:
         selector = f"{read.version_id or ''}|{read.version_stage or ''}"
         if read.agent:
             selector += "|agent"
-        return CacheKey(Service.SECRETS_MANAGER, read.secret_id, selector)
+        return CacheKey(
+            Service.SECRETS_MANAGER, read.secret_id, selector, False, read.role_arn or ""
+        )
     if type(read) is ParameterRead:
         return CacheKey(Service.SSM, read.name, read.selector, read.decrypt)
     if type(read) is PathRead:
@@ -239,6 +250,7 @@ class Reads:
 
     async def fetch(self, read: Read) -> Lookup:
         """Serve `read` from the cache or AWS; raises `SecretcacheError` (prefetch uses this)."""
+        self.cache.clock()  # a restore shows here (wall-clock jump) before anything goes upstream
         if isinstance(read, ParametersRead):
             return await self._shared(read, self._parameters)
         if isinstance(read, SecretsRead):
@@ -273,6 +285,10 @@ class Reads:
             )
 
             async def get_value() -> dict[str, Any]:
+                if read.role_arn:
+                    return await backends.get_secret_value(
+                        read.secret_id, read.version_id, read.version_stage, role_arn=read.role_arn
+                    )
                 return await backends.get_secret_value(
                     read.secret_id, read.version_id, read.version_stage
                 )
@@ -281,7 +297,7 @@ class Reads:
             # Only when the answer is stored: an uncached read has no entry to end early.
             if self.rotation is not None and read.version_id is None and self.cache.enabled:
                 fetch = self.rotation.watch(
-                    cache_key(read), read.secret_id, read.version_stage, get_value
+                    cache_key(read), read.secret_id, read.version_stage, get_value, read.role_arn
                 )
 
             async def load_secret() -> bytes:
@@ -489,7 +505,8 @@ class Reads:
     async def _secrets(self, read: SecretsRead) -> Lookup:
         """BatchGetSecretValue in chunks of 20; fresh entries come from the cache."""
         wanted = _unique(read.secret_ids)
-        keys = {secret_id: cache_key(SecretRead(secret_id)) for secret_id in wanted}
+        role = read.role_arn
+        keys = {secret_id: cache_key(SecretRead(secret_id, role_arn=role)) for secret_id in wanted}
         cached, missing, due = self._from_cache(keys, read.refresh)
         found = {secret_id: _batch_item(body) for secret_id, body in cached.items()}
         errors: list[dict[str, Any]] = []
@@ -499,7 +516,7 @@ class Reads:
             self.cache.metrics.service(Service.SECRETS_MANAGER).misses += len(missing)
             chunks = _chunks(missing, SECRETS_BATCH_LIMIT)
             results = await asyncio.gather(
-                *(self._secret_chunk(c) for c in chunks), return_exceptions=True
+                *(self._secret_chunk(c, role) for c in chunks), return_exceptions=True
             )
             for chunk, result in zip(chunks, results, strict=True):
                 if isinstance(result, BaseException):
@@ -515,7 +532,7 @@ class Reads:
 
             async def refresh() -> None:
                 await asyncio.gather(
-                    *(self._secret_chunk(c) for c in _chunks(due, SECRETS_BATCH_LIMIT))
+                    *(self._secret_chunk(c, role) for c in _chunks(due, SECRETS_BATCH_LIMIT))
                 )
 
             self._refresh_ahead(Service.SECRETS_MANAGER, [keys[s] for s in due], refresh)
@@ -523,11 +540,15 @@ class Reads:
         return _batch_lookup(responses.secret_values_body(values, errors), stale_age)
 
     async def _secret_chunk(
-        self, chunk: list[str]
+        self, chunk: list[str], role: str | None
     ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-        """One BatchGetSecretValue call: the values matched to ids (each stored), AWS's errors,
-        and values returned that no id asked for can be proven to name."""
-        result = await self.backends.batch_get_secret_value(chunk)
+        """One BatchGetSecretValue call (through `role` when named): the values matched to ids
+        (each stored), AWS's errors, and values returned that no id asked for can be proven to
+        name."""
+        if role:
+            result = await self.backends.batch_get_secret_value(chunk, role_arn=role)
+        else:
+            result = await self.backends.batch_get_secret_value(chunk)
         returned = result.get("SecretValues") or []
         matched = match_secret_values(chunk, returned)
         claimed = {id(raw) for raw in matched.values()}
@@ -536,7 +557,7 @@ class Reads:
         for secret_id, raw in matched.items():
             shaped = responses.secret_value(raw)
             found[secret_id] = shaped
-            key = cache_key(SecretRead(secret_id))
+            key = cache_key(SecretRead(secret_id, role_arn=role))
             self.cache.put(key, responses.shaped_secret_value_body(shaped))
         return found, list(result.get("Errors") or []), extra
 

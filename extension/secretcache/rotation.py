@@ -54,7 +54,9 @@ _DURATION = re.compile(r"\s*(\d{1,2})h\s*\Z")
 
 
 class Describer(Protocol):
-    async def describe_secret(self, secret_id: str) -> dict[str, Any]: ...
+    async def describe_secret(
+        self, secret_id: str, *, role_arn: str | None = None
+    ) -> dict[str, Any]: ...
 
 
 class Schedule(NamedTuple):
@@ -199,8 +201,10 @@ class RotationWatch:
         secret_id: str,
         stage: str | None,
         get_value: Callable[[], Awaitable[dict[str, Any]]],
+        role_arn: str | None = None,
     ) -> Callable[[], Awaitable[dict[str, Any]]]:
-        """`get_value` with DescribeSecret run beside it; the result decides `key`'s lifetime."""
+        """`get_value` with DescribeSecret run beside it (through the same role, when the read
+        names one); the result decides `key`'s lifetime."""
 
         async def fetch() -> dict[str, Any]:
             record = self._records.get(key)
@@ -209,9 +213,9 @@ class RotationWatch:
                 if result.get("VersionId") == record.quiet_version:
                     self._metrics.rotation.describes_skipped += 1
                     return result  # unchanged, without rotation: the TTL, no DescribeSecret
-                describe = asyncio.ensure_future(self._describe(secret_id))
+                describe = asyncio.ensure_future(self._describe(secret_id, role_arn))
             else:
-                describe = asyncio.ensure_future(self._describe(secret_id))
+                describe = asyncio.ensure_future(self._describe(secret_id, role_arn))
                 try:
                     result = await get_value()
                 except BaseException:
@@ -228,10 +232,12 @@ class RotationWatch:
 
         return fetch
 
-    async def _describe(self, secret_id: str) -> dict[str, Any] | None:
+    async def _describe(self, secret_id: str, role_arn: str | None) -> dict[str, Any] | None:
         stats = self._metrics.rotation
         stats.describe_calls += 1
         try:
+            if role_arn:
+                return await self._backends.describe_secret(secret_id, role_arn=role_arn)
             return await self._backends.describe_secret(secret_id)
         except Exception as exc:  # never fails the read: the entry keeps its TTL
             stats.describe_failures += 1

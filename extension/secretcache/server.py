@@ -35,8 +35,10 @@ from .query import (
     MAX_BODY_BYTES,
     MAX_HEADER_BYTES,
     MAX_HEADERS,
+    OPEN_PATHS,
     TOKEN_HEADERS,
     Pairs,
+    agent_route,
     allowed_hosts,
     forwarded_error,
     parse_query_string,
@@ -59,9 +61,6 @@ from .status import Status
 MAX_LINE_SIZE = 8190
 MAX_FIELD_SIZE = MAX_HEADER_BYTES
 JSON_HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-store"}
-_OPEN_PATHS = frozenset({"/health", "/health/", "/ping", "/ping/"})
-_AGENT_PATHS = frozenset({"/v1", "/v1/", "/ping", "/ping/"})
-_SECRET_PATHS = frozenset({"/secretsmanager/get", "/secretsmanager/get/"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -79,11 +78,7 @@ class ServerState:
 
     def agent_route(self, path: str) -> bool:
         """Whether `path` answers as the Secrets Manager Agent does (its statuses and errors)."""
-        return (
-            path in _AGENT_PATHS
-            or path.startswith("/v1/")
-            or (self.agent_secret_get and path in _SECRET_PATHS)
-        )
+        return agent_route(path, self.agent_secret_get)
 
 
 STATE = web.AppKey("state", ServerState)
@@ -191,7 +186,7 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
     # A body is refused by its declared size on every route, not only where it is read.
     if (request.content_length or 0) > MAX_BODY_BYTES:
         raise http_error(413)
-    if request.path in _OPEN_PATHS:
+    if request.path in OPEN_PATHS:
         return await handler(request)
     supplied = None
     for name in TOKEN_HEADERS:
@@ -273,8 +268,8 @@ async def kms_decrypt(request: web.Request) -> web.Response:
 async def health(request: web.Request) -> web.Response:
     """No token, no names, no configuration: just whether the extension is ready."""
     state = request.app[STATE]
-    status = "ok" if state.status.ready and state.reads.backends.loaded else "starting"
-    return json_response(json_body({"status": status}))
+    ready = state.status.ready and state.reads.backends.loaded
+    return json_response(json_body(state.status.health(ready)))
 
 
 async def ping(request: web.Request) -> web.Response:

@@ -19,6 +19,8 @@ def make_backends(config: Config) -> AwsBackends:
             "kms": config.kms_timeout,
         },
         "region": config.region,
+        "max_roles": config.max_roles,
+        "function_name": config.function_name,
     }
     if config.upstream == "sdk":
         return AwsBackends(**settings)  # type: ignore[arg-type]

@@ -61,13 +61,18 @@ def resolve_port(port: int | None) -> int:
 
 
 def resolve_token(token: str | None) -> str | None:
-    """The token to send: ``token`` if given, else ``$AWS_SESSION_TOKEN``/``$SECRETCACHE_TOKEN``.
+    """The token to send: ``token`` if given, else ``$AWS_SESSION_TOKEN``/``$SECRETCACHE_TOKEN``,
+    else (SnapStart, where Lambda sets no session token) ``$AWS_CONTAINER_AUTHORIZATION_TOKEN``.
 
-    Read per request: the session token can change under SnapStart restores, and an
+    Read per request: the environment can change across SnapStart restores, and an
     ``os.environ`` lookup costs well under a microsecond.
     """
     if token is None:
-        token = os.environ.get("AWS_SESSION_TOKEN") or os.environ.get("SECRETCACHE_TOKEN")
+        token = (
+            os.environ.get("AWS_SESSION_TOKEN")
+            or os.environ.get("SECRETCACHE_TOKEN")
+            or os.environ.get("AWS_CONTAINER_AUTHORIZATION_TOKEN")
+        )
     if token is not None and not (token.isascii() and token.isprintable()):
         # http.client would echo the whole value in its ValueError; say why without it.
         raise Unauthorized("the token contains characters not allowed in an HTTP header")
@@ -235,7 +240,10 @@ def error_for(status: int, body: bytes, token: str | None) -> SecretcacheError:
     else:
         cls = UpstreamError
     if status == 401 and token is None:
-        text += " (no token sent: AWS_SESSION_TOKEN and SECRETCACHE_TOKEN are unset)"
+        text += (
+            " (no token sent: AWS_SESSION_TOKEN, SECRETCACHE_TOKEN and"
+            " AWS_CONTAINER_AUTHORIZATION_TOKEN are unset)"
+        )
     return cls(text, error_type=error_type, status=status)
 
 

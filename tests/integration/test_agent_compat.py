@@ -1,8 +1,7 @@
 """The Secrets Manager Agent's HTTP behaviour (shared/agent-http.md), case by case.
 
 A real extension process, moto server as AWS. Row numbers name the table's rows. Where we
-answer differently on purpose (JSON bodies for the Agent's plain-text errors; roleArn not yet
-supported), the test says so.
+answer differently on purpose (JSON bodies for the Agent's plain-text errors), the test says so.
 """
 
 from __future__ import annotations
@@ -397,14 +396,36 @@ def test_row27_other_methods_are_405_after_the_token_check(
         assert process.request(method, path, token=None).status == expected
 
 
-# Row 28: roleArn (not supported yet: refused, never silently ignored) ----------------------
+# Rows 28-29: roleArn (the role is assumed through moto's STS; tests/integration/test_roles.py
+# covers accounts, the role bound and STS refusals) ------------------------------------------
 
 
-def test_row28_role_arn_is_refused_clearly_until_supported(
-    ext: ExtensionProcess, aws: Seeded
+def test_row28_role_arn_reads_through_the_role(ext: ExtensionProcess, aws: Seeded) -> None:
+    role = "arn:aws:iam::123456789012:role/TestRole"
+    for path in (
+        f"/v1/{aws.name}?roleArn={role}",
+        f"/v1/{aws.name}?versionStage=AWSCURRENT&roleArn={role}",
+    ):
+        result = ext.get(path)
+        assert result.status == 200, result.body[:300]
+        body = json.loads(result.body)
+        assert list(body) == AGENT_KEYS
+        assert body["SecretString"] == aws.value
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["not-a-valid-arn", "arn:aws:iam::12345:role/x", "", 'arn:aws:iam::123456789012:role/a"}'],
+)
+def test_row29_a_malformed_role_arn_is_400_with_the_agents_message(
+    ext: ExtensionProcess, aws: Seeded, bad: str
 ) -> None:
-    result = ext.get(f"/v1/{aws.name}?roleArn=arn:aws:iam::123456789012:role/TestRole")
-    assert "roleArn" in agent_error(result, 400)["message"]
+    from urllib.parse import quote
+
+    result = ext.get(f"/v1/{aws.name}?roleArn={quote(bad)}")
+    assert agent_error(result, 400)["message"] == (
+        "invalid roleArn format, expected arn:<partition>:iam::<account>:role/<name>"
+    )
 
 
 # The switch --------------------------------------------------------------------------------

@@ -475,3 +475,111 @@ def test_health_is_answered_without_aiohttp_and_a_foreign_host_still_goes_to_it(
     status, headers, body = conn.response()
     assert (status, json.loads(body)["errorType"]) == (403, "ForbiddenHost")
     assert "aiohttp" in headers.get("server", "")
+
+
+def exchange_both_ways(
+    conn: RawConnection, token: str, target: str
+) -> tuple[list[tuple[int, dict[str, str], bytes]], tuple[int, dict[str, str], bytes]]:
+    """`target` twice on the fast path (a miss, then what the cache holds), then once through
+    aiohttp after a hand-off."""
+    fast = []
+    for _ in range(2):
+        conn.send(get(target, token))
+        fast.append(conn.response())
+    conn.send(get("/no/such/path", token))
+    assert conn.response()[0] == 404
+    conn.send(get(target, token))
+    return fast, conn.response()
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/secretsmanager/batchget?secretId={a}&secretId={b}&secretId={a}&secretId={unique}-absent",
+        "/secretsmanager/batchget/?secretId={b}",
+        "/systemsmanager/parameters/getbatch?name={p}&name=/{unique}/absent&withDecryption=true",
+        "/systemsmanager/parameters/getbatch/?name={p}",
+    ],
+    ids=["batchget", "batchget-slash", "getbatch", "getbatch-slash"],
+)
+def test_batch_reads_are_served_without_aiohttp_with_the_same_bytes_as_aiohttp(
+    extension: ExtensionProcess,
+    conn: RawConnection,
+    seeded: dict[str, str],
+    unique: str,
+    target: str,
+) -> None:
+    """The exec wrapper's reads at start: no aiohttp to wait for, and not one byte different."""
+    fast, slow = exchange_both_ways(conn, extension.token, target.format(unique=unique, **seeded))
+    for status, headers, body in fast:
+        assert status == 200 and "server" not in headers, body
+    assert "aiohttp" in slow[1].get("server", "")
+    assert fast[0][2] == fast[1][2] == slow[2]
+    assert fast[1][0] == slow[0]
+    for header in ("content-type", "cache-control", "content-length"):
+        assert fast[1][1][header] == slow[1][header], header
+    assert b"value-" in slow[2]
+
+
+@pytest.mark.parametrize(
+    ("target", "status", "error_type"),
+    [
+        ("/secretsmanager/batchget", 400, "MissingParameter"),
+        ("/secretsmanager/batchget?secretId=", 400, "MissingParameter"),
+        ("/secretsmanager/batchget?" + "&".join(["secretId=x"] * 101), 400, "BadRequest"),
+        ("/systemsmanager/parameters/getbatch?withDecryption=maybe&name=/x", 400, "BadRequest"),
+    ],
+    ids=["no-id", "empty-id", "101-ids", "bad-flag"],
+)
+def test_a_batch_read_the_fast_path_refuses_gets_aiohttps_error(
+    extension: ExtensionProcess, conn: RawConnection, target: str, status: int, error_type: str
+) -> None:
+    conn.send(get(target, extension.token))
+    got, headers, body = conn.response()
+    assert (got, json.loads(body)["errorType"]) == (status, error_type)
+    assert "aiohttp" in headers.get("server", "")
+
+
+def aiohttp_mapped(pid: int) -> bool:
+    """Whether aiohttp's compiled modules are mapped into the process (it was imported)."""
+    with open(f"/proc/{pid}/maps") as maps:
+        return "/aiohttp/" in maps.read()
+
+
+def test_the_exec_wrappers_requests_never_load_aiohttp(
+    start_extension: Callable[..., ExtensionProcess],
+    seeded: dict[str, str],
+    moto_server: MotoServer,
+) -> None:
+    """Every kind of request the exec wrapper makes (envresolve.py), a miss then a hit each; then
+    a route only aiohttp serves loads it, so the check can tell."""
+    import base64
+
+    kms = moto_server.client("kms")
+    key = kms.create_key()["KeyMetadata"]["KeyId"]
+    blob = base64.b64encode(kms.encrypt(KeyId=key, Plaintext=b"k")["CiphertextBlob"]).decode()
+    extension = start_extension()
+    assert extension.process is not None
+    pid, token = extension.process.pid, extension.token
+    conn = RawConnection(extension.port)
+    try:
+        requests = [
+            get(f"/secretsmanager/batchget?secretId={seeded['a']}&secretId={seeded['b']}", token),
+            get(
+                f"/systemsmanager/parameters/getbatch?name={seeded['p']}&withDecryption=false",
+                token,
+            ),
+            get(f"/secretsmanager/get?secretId={seeded['a']}&versionStage=AWSCURRENT", token),
+            get(f"/systemsmanager/parameters/get?name={seeded['p']}&withDecryption=true", token),
+            post_decrypt({"CiphertextBlob": blob}, token),
+        ]
+        for request in requests * 2:
+            conn.send(request)
+            status, headers, body = conn.response()
+            assert status == 200 and "server" not in headers, body
+        assert not aiohttp_mapped(pid)
+        conn.send(get("/metrics", token))
+        assert conn.response()[0] == 200
+        assert aiohttp_mapped(pid)
+    finally:
+        conn.close()

@@ -10,6 +10,7 @@ event loop in a daemon thread:
     proxy.set_fault(Fault.down())                             # refuse connections (moto stopped)
     proxy.set_rate_limit(8.0, target_prefix="AmazonSSM.")     # AWS's TPS limit: a token bucket
     proxy.set_rewrite("DescribeSecret", shift_dates)          # edit moto's successful answers
+    proxy.sever()                                             # open connections lead nowhere
     proxy.clear()
 
 A rewrite takes the JSON object of a successful answer and returns the one to send: how tests
@@ -25,6 +26,11 @@ with fault "rate". Faults set with `set_fault` are applied first.
 Requests are counted per operation (`X-Amz-Target`, e.g. `secretsmanager.GetSecretValue`) and
 per (operation, identifier) where the identifier is the request's SecretId / Name, with the
 start time and the number in flight at once, so tests can prove single-flight and backoff.
+
+Client connections are kept alive (as AWS's endpoints do) and counted (`accepted`). `sever()`
+stands in for a SnapStart restore: every connection open at that moment becomes a black hole
+(requests on it are counted in `requests_into_severed`, never forwarded, never answered) while
+new connections are served as usual.
 """
 
 from __future__ import annotations
@@ -157,6 +163,11 @@ class FaultProxy:
         self._server: asyncio.base_events.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._down = False
+        self._generation = 0
+        #: Client connections accepted so far.
+        self.accepted = 0
+        #: Requests that arrived on a severed connection (and got no answer).
+        self.requests_into_severed = 0
 
     # Control (from the test thread) --------------------------------------------------------
 
@@ -228,6 +239,11 @@ class FaultProxy:
                 self._state.rewrites.pop(target, None)
             else:
                 self._state.rewrites[target] = rewrite
+
+    def sever(self) -> None:
+        """Every connection open now leads nowhere (a restored snapshot's connections)."""
+        with self._lock:
+            self._generation += 1
 
     def clear(self) -> None:
         """Back to forwarding everything (no faults, rate limits or rewrites); listen again if
@@ -302,12 +318,20 @@ class FaultProxy:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
+        with self._lock:
+            self.accepted += 1
+            generation = self._generation
         try:
             while not self._down:
                 request = await _read_request(reader)
                 if request is None:
                     return
                 head, headers, body = request
+                with self._lock:
+                    severed = self._generation != generation
+                    self.requests_into_severed += severed
+                if severed:
+                    continue
                 if not await self._answer(head, headers, body, writer):
                     return
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):

@@ -15,6 +15,7 @@ from secretcache.errors import (
     NotFound,
     SecretcacheError,
     Throttled,
+    TooManyConnections,
     UpstreamClientError,
     UpstreamError,
     UpstreamTimeout,
@@ -173,6 +174,7 @@ def test_agent_body_of_a_binary_secret_has_no_secret_string() -> None:
         (UpstreamError("m", error_type="InternalServiceError"), 500, "InternalServiceError"),
         (SecretcacheError("m"), 500, "InternalFailure"),
         (Forbidden("Bad Token", error_type="BadToken"), 403, "BadToken"),
+        (TooManyConnections("m"), 429, "TooManyConnections"),
     ],
 )
 def test_agent_errors_carry_the_agents_status_and_type(

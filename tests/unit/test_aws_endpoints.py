@@ -13,7 +13,7 @@ from secretcache.aws.endpoints import (
     resolve_endpoint,
 )
 
-SERVICES = ("secretsmanager", "ssm", "kms")
+SERVICES = ("secretsmanager", "ssm", "kms", "sts")
 _loader = create_loader()
 _partitions = _loader.load_data("partitions")
 

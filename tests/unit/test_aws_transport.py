@@ -268,6 +268,27 @@ async def test_container_credentials_refresh_before_they_expire(tmp_path: Path) 
     assert seen == ["container-token", "container-token"]
 
 
+async def test_under_snapstart_the_container_endpoint_wins_and_a_restore_reads_it_again() -> None:
+    seen: list[str] = []
+    async with LoopbackServer(_credentials_server(_in(6 * 3600), seen)) as server:
+        chain = CredentialChain(
+            {
+                "AWS_LAMBDA_INITIALIZATION_TYPE": "snap-start",
+                # keys in the environment would be the snapshot's: not used under SnapStart
+                "AWS_ACCESS_KEY_ID": "AKIDSNAPSHOT",
+                "AWS_SECRET_ACCESS_KEY": "s",
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI": f"http://127.0.0.1:{server.port}/creds",
+                "AWS_CONTAINER_AUTHORIZATION_TOKEN": "container-token",
+            }
+        )
+        assert chain.source == "container"
+        assert (await chain.get()).access_key == "AKID1"
+        assert (await chain.get()).access_key == "AKID1"  # held between calls
+        chain.invalidate()  # a restore
+        assert (await chain.get()).access_key == "AKID2"
+    assert seen == ["container-token", "container-token"]
+
+
 async def test_a_refused_credentials_request_says_so_without_the_token() -> None:
     async with LoopbackServer(_credentials_server(_in(3600), [])) as server:
         chain = CredentialChain(

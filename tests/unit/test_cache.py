@@ -615,12 +615,19 @@ async def test_close_cancels_background_loads() -> None:
         await asyncio.wait_for(task, 1)
 
 
-def test_sandbox_clock_follows_wall_clock_jumps(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def clocks(monkeypatch: pytest.MonkeyPatch) -> tuple[list[float], list[float]]:
+    """The cache module's monotonic and wall clocks, set by the test (one-item lists)."""
     import secretcache.cache as cache_module
 
     mono, wall = [100.0], [5000.0]
     monkeypatch.setattr(cache_module.time, "monotonic", lambda: mono[0])
     monkeypatch.setattr(cache_module.time, "time", lambda: wall[0])
+    return mono, wall
+
+
+def test_sandbox_clock_follows_wall_clock_jumps(clocks: tuple[list[float], list[float]]) -> None:
+    mono, wall = clocks
     clock = SandboxClock()
     start = clock()
     mono[0] += 1
@@ -646,3 +653,99 @@ async def test_refresh_now_fetches_after_it_arrived_instead_of_joining_a_load_in
     before_rotation.release.set()
     assert (await first).body == b"old"  # its own callers get what they asked for
     assert cache.fresh(KEY) == b"new"  # but the older load does not overwrite the newer value
+
+
+# SnapStart restores ------------------------------------------------------------------------
+
+
+def test_sandbox_clock_reports_a_restore_sized_wall_jump_once(
+    clocks: tuple[list[float], list[float]],
+) -> None:
+    mono, wall = clocks
+    jumps: list[tuple[float, float]] = []
+    clock = SandboxClock(on_jump=lambda seconds, now: jumps.append((seconds, now)))
+    start = clock()
+    mono[0] += 5
+    wall[0] += 5.5  # drift and scheduling noise: no restore
+    clock()
+    assert jumps == []
+    wall[0] += 7200  # restored two hours after the snapshot; monotonic did not move
+    now = clock()
+    assert len(jumps) == 1 and jumps[0][0] == pytest.approx(7200) and jumps[0][1] == now
+    assert now == pytest.approx(start + 7205.5)
+    mono[0] += 1
+    wall[0] += 1
+    clock()
+    assert len(jumps) == 1  # reported once, not on every later read
+    wall[0] -= 3600  # a step backwards is no restore
+    clock()
+    assert len(jumps) == 1
+
+
+async def test_a_clock_jump_expires_what_was_held_but_keeps_it_for_stale_on_error(
+    clocks: tuple[list[float], list[float]],
+) -> None:
+    _mono, wall = clocks
+    cache = TtlCache(
+        max_entries=10,
+        max_bytes=1 << 20,
+        policies=policies(3600, max_stale=600, jitter=0.0),
+    )
+    told: list[float] = []
+    cache.on_clock_jump = told.append
+    cache.watch_restore = True  # SnapStart, before the restore
+    await cache.get(KEY, Loader(b"from-the-snapshot"))
+    wall[0] += 30  # well within the TTL: without the restore rule this would still be fresh
+    assert cache.fresh(KEY) is None
+    assert told == [pytest.approx(30)]
+    stale = await cache.get(KEY, Loader(UpstreamTimeout("AWS is slow")))
+    assert (stale.outcome, stale.body) == ("stale", b"from-the-snapshot")
+    fetched = await cache.get(KEY, Loader(b"after-restore"))
+    assert (fetched.outcome, fetched.body) == ("miss", b"after-restore")
+    assert cache.fresh(KEY) == b"after-restore"
+
+
+async def test_expire_all_makes_later_callers_start_their_own_load() -> None:
+    cache = make_cache(FakeClock())
+    before_snapshot = GatedLoader(b"pre-snapshot")
+    first = asyncio.create_task(cache.get(KEY, before_snapshot))
+    await before_snapshot.started.wait()
+    assert cache.expire_all() == 0
+    after = await cache.get(KEY, Loader(b"post-restore"))
+    assert after.outcome == "miss" and after.body == b"post-restore"
+    before_snapshot.release.set()
+    assert (await first).body == b"pre-snapshot"
+    assert cache.fresh(KEY) == b"post-restore"  # the older load does not store its result
+
+
+async def test_a_load_from_before_a_restore_first_seen_when_it_ends_is_not_stored(
+    clocks: tuple[list[float], list[float]],
+) -> None:
+    _mono, wall = clocks
+    cache = TtlCache(max_entries=10, max_bytes=1 << 20, policies=policies(3600, jitter=0.0))
+    cache.watch_restore = True
+    before_snapshot = GatedLoader(b"pre-snapshot")
+    waiter = asyncio.create_task(cache.get(KEY, before_snapshot))
+    await before_snapshot.started.wait()
+    wall[0] += 7200  # the snapshot is restored while the load is in flight
+    before_snapshot.release.set()
+    assert (await waiter).body == b"pre-snapshot"  # its caller gets what it asked for
+    assert cache.fresh(KEY) is None and len(cache) == 0  # but it is not kept
+
+
+async def test_only_the_first_jump_under_snapstart_is_a_restore(
+    clocks: tuple[list[float], list[float]],
+) -> None:
+    _mono, wall = clocks
+    cache = TtlCache(max_entries=10, max_bytes=1 << 20, policies=policies(3600, jitter=0.0))
+    told: list[float] = []
+    cache.on_clock_jump = told.append
+    await cache.get(KEY, Loader(b"v1"))
+    wall[0] += 30  # not SnapStart: a jump ages entries, it expires nothing
+    assert cache.fresh(KEY) == b"v1" and told == []
+    cache.watch_restore = True
+    wall[0] += 30  # the restore
+    assert cache.fresh(KEY) is None and told == [pytest.approx(30)]
+    await cache.get(KEY, Loader(b"v2"))
+    wall[0] += 30  # a later thaw of the restored sandbox: no second restore
+    assert cache.fresh(KEY) == b"v2" and len(told) == 1

@@ -371,3 +371,10 @@ def test_snapstart_prefetch_and_jitter_are_validated() -> None:
         load_config({**BASE, "SECRETCACHE_SNAPSTART_JITTER_MILLIS": "60001"})
     with pytest.raises(ConfigError, match="SECRETCACHE_SNAPSTART_PREFETCH"):
         load_config({**BASE, "SECRETCACHE_SNAPSTART_PREFETCH": "sometimes"})
+
+
+def test_the_tests_only_random_seed_is_read_and_never_shown() -> None:
+    assert load_config(BASE).random_seed is None
+    config = load_config({**BASE, "SECRETCACHE_RANDOM_SEED": " one-snapshot "})
+    assert config.random_seed == "one-snapshot"
+    assert "one-snapshot" not in repr(config) and "one-snapshot" not in str(config.describe())

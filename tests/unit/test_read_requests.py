@@ -48,8 +48,10 @@ def test_the_agent_forms_refuse_a_parameter_they_do_not_know(name: str) -> None:
     assert SecretRead.from_query(pairs).secret_id == "x"  # AWS's form ignores it, as before
 
 
-def test_the_agent_forms_refuse_role_arn_until_it_is_supported() -> None:
-    with pytest.raises(BadRequest, match="roleArn"):
+def test_the_agent_forms_take_role_arn_and_refuse_a_malformed_one() -> None:
+    good = "arn:aws:iam::123456789012:role/r"
+    assert SecretRead.from_agent_path("x", parse_query_string(f"roleArn={good}")).role_arn == good
+    with pytest.raises(BadRequest, match="invalid roleArn format"):
         SecretRead.from_agent_path("x", parse_query_string("roleArn=arn:aws:iam::1:role/r"))
 
 

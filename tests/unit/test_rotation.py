@@ -154,14 +154,21 @@ class RotatingBackends:
         self.describe_error: Exception | None = None
         self.describe_delay = 0.0
         self.calls: list[str] = []
+        self.roles: list[tuple[str, str | None]] = []
         #: Set by DescribeSecret; GetSecretValue waits for it when `prove_concurrent` is on.
         self.described = asyncio.Event()
         self.prove_concurrent = False
 
     async def get_secret_value(
-        self, secret_id: str, version_id: str | None, version_stage: str | None
+        self,
+        secret_id: str,
+        version_id: str | None,
+        version_stage: str | None,
+        *,
+        role_arn: str | None = None,
     ) -> dict[str, Any]:
         self.calls.append("get_secret_value")
+        self.roles.append(("get_secret_value", role_arn))
         if self.prove_concurrent:
             await asyncio.wait_for(self.described.wait(), 2.0)
         version = version_id or self.version
@@ -173,8 +180,11 @@ class RotatingBackends:
             "VersionStages": ["AWSCURRENT"],
         }
 
-    async def describe_secret(self, secret_id: str) -> dict[str, Any]:
+    async def describe_secret(
+        self, secret_id: str, *, role_arn: str | None = None
+    ) -> dict[str, Any]:
         self.calls.append("describe_secret")
+        self.roles.append(("describe_secret", role_arn))
         self.described.set()
         if self.describe_delay:
             await asyncio.sleep(self.describe_delay)
@@ -423,3 +433,10 @@ async def test_a_secret_without_rotation_is_described_again_after_an_hour() -> N
     world.clock.now += 700  # an hour after the first description
     await world.read()
     assert world.count("describe_secret") == 2
+
+
+async def test_a_read_through_a_role_describes_through_the_same_role() -> None:
+    world = World()
+    role = "arn:aws:iam::123456789012:role/reader"
+    await world.read(SecretRead("db", role_arn=role))
+    assert sorted(world.backends.roles) == [("describe_secret", role), ("get_secret_value", role)]

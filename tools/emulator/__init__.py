@@ -42,6 +42,15 @@ Usage::
     under ``/opt/`` points into the unpacked layer); ``honour_exec_wrapper=False`` for an OS-only
     (``provided``) runtime, where Lambda runs the function's own bootstrap and no wrapper.
     ``echo``: True prints every captured line to stderr; a callable receives each ``LogLine``.
+    ``snapstart=True``: SnapStart's environment (``AWS_LAMBDA_INITIALIZATION_TYPE=snap-start``; no
+    ``AWS_SESSION_TOKEN``, key variables, log group or stream: give
+    ``AWS_CONTAINER_CREDENTIALS_FULL_URI`` and ``AWS_CONTAINER_AUTHORIZATION_TOKEN`` in ``env``)
+    and ``snapshot()`` right after ``init()`` (SIGSTOP, as the snapshot ends INIT), then
+    ``restore(after_seconds=...)`` (SIGCONT; the next ``invoke()`` is the first event after INIT).
+    ``movable_clock=True``: the extensions run under libfaketime (Debian's ``libfaketime``,
+    ``CLOCK_REALTIME`` only, read from ``emu.clock_file``), so ``restore(after_seconds=N)`` moves
+    their wall clock N seconds ahead while their monotonic clock does not move, as a restored
+    microVM's; EmulatorError if libfaketime is not installed.
 
 Lifecycle rules enforced: the registered name must equal the extension's file name
 (``Extension.InvalidExtensionName``); an extension that exits during INIT is ``Extension.Crash``;
@@ -57,8 +66,8 @@ Phase names (``emu.phases``; source = extension file name, ``"runtime"`` or ``"s
 ``event/next``), ``extension.init_error``, ``extension.exit_error``, ``extension.event``,
 ``extension.next``, ``runtime.exec``, ``runtime.init_end`` (first ``invocation/next``),
 ``runtime.init_error``, ``init.end``/``init.error``, ``invoke.start``, ``invoke.response``/
-``invoke.error``, ``invoke.end``, ``freeze``, ``thaw``, ``shutdown.start``, ``exit``,
-``shutdown.killed``, ``shutdown.end``.
+``invoke.error``, ``invoke.end``, ``freeze``, ``thaw``, ``snapshot``, ``restore``,
+``shutdown.start``, ``exit``, ``shutdown.killed``, ``shutdown.end``.
 
 CLI: ``python -m tools.emulator --layer dist/secretcache-layer.zip --code examples
 --handler app.handler --event '{}' [--invokes N] [--env K=V ...] [--moto]``.

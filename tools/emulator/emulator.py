@@ -57,6 +57,27 @@ _USE_DEFAULT = object()
 RUNTIME_STOP_SECONDS = 0.3
 
 
+#: Where Debian's libfaketime package puts its preload library (any architecture).
+LIBFAKETIME_GLOB = "/usr/lib/*/faketime/libfaketime.so.1"
+#: Variables SnapStart does not set (credentials come from the container endpoint; the log group
+#: and stream are not known when the snapshot is taken).
+SNAPSTART_UNSET = (
+    "AWS_SESSION_TOKEN",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_LAMBDA_LOG_GROUP_NAME",
+    "AWS_LAMBDA_LOG_STREAM_NAME",
+)
+
+
+def libfaketime() -> str | None:
+    """The libfaketime preload library (Debian's ``libfaketime``), or None if not installed."""
+    import glob
+
+    found = sorted(glob.glob(LIBFAKETIME_GLOB))
+    return found[0] if found else None
+
+
 def default_python() -> str:
     """The real interpreter behind this one (never a pyenv shim): our /var/lang/bin/python3."""
     candidates = [getattr(sys, "_base_executable", None), sys.executable]
@@ -231,6 +252,8 @@ class LambdaEmulator:
         echo: bool | Callable[[LogLine], None] = False,
         workdir: str | os.PathLike[str] | None = None,
         share_layer: bool = True,
+        snapstart: bool = False,
+        movable_clock: bool = False,
     ) -> None:
         self.code_dir = Path(code_dir).resolve()
         self.handler = handler
@@ -250,6 +273,15 @@ class LambdaEmulator:
         self.session_token = session_token or secrets.token_urlsafe(32)
         self.function_arn = f"arn:aws:lambda:{region}:{ACCOUNT_ID}:function:{function_name}"
         self._echo = echo
+        self.snapstart = snapstart
+        self._clock_offset = 0.0
+        self._faketime: str | None = None
+        if movable_clock:
+            self._faketime = libfaketime()
+            if self._faketime is None:
+                raise EmulatorError(
+                    "movable_clock needs libfaketime (Debian package libfaketime): not installed"
+                )
 
         self.phases = PhaseLog()
         self.logs = LogCapture()
@@ -273,6 +305,9 @@ class LambdaEmulator:
 
         self._own_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="lambda-emulator-"))
+        self.clock_file = self.workdir / "wall-clock-offset"
+        if self._faketime is not None:
+            self.clock_file.write_text("+0\n")
         if layer is None:
             self.opt = self.workdir / "opt"
             self.opt.mkdir(parents=True, exist_ok=True)
@@ -493,6 +528,34 @@ class LambdaEmulator:
         self._frozen = False
         self.phases.add(SANDBOX, "thaw", time.monotonic())
 
+    def snapshot(self) -> None:
+        """SnapStart: INIT is over, the snapshot is taken: every process stops (SIGSTOP) where it
+        is, extensions blocked in the ``event/next`` that INIT ended with."""
+        if not self.snapstart:
+            raise EmulatorError("snapshot() needs LambdaEmulator(..., snapstart=True)")
+        if self._state != "ready" or self.phases.first("invoke.start") is not None:
+            raise EmulatorError("snapshot() is taken right after init(), before any invoke")
+        self.freeze()
+        self.phases.add(SANDBOX, "snapshot", time.monotonic())
+
+    def restore(self, after_seconds: float = 0.0) -> None:
+        """SnapStart: resume the snapshot ``after_seconds`` later by the wall clock.
+
+        As a restored microVM, the processes' wall clock jumps ahead while their monotonic clock
+        does not (``movable_clock=True``: libfaketime moves CLOCK_REALTIME only, extensions
+        only; the runtime's clock stays, as libfaketime breaks absolute monotonic sleeps).
+        The next ``invoke()`` is the first event the extensions receive after INIT.
+        """
+        if not self._frozen or self.phases.first("snapshot") is None:
+            raise EmulatorError("restore() follows snapshot()")
+        if after_seconds:
+            if self._faketime is None:
+                raise EmulatorError("moving the wall clock needs movable_clock=True")
+            self._clock_offset += after_seconds
+            self.clock_file.write_text(f"+{self._clock_offset:.3f}\n")
+        self.phases.add(SANDBOX, "restore", time.monotonic(), after_seconds=after_seconds)
+        self.thaw()
+
     def shutdown(self, reason: str = "spindown") -> ShutdownReport:
         """SIGTERM the runtime, send SHUTDOWN to extensions, SIGKILL survivors at the deadline."""
         if self._shutdown_report is not None:
@@ -623,6 +686,10 @@ class LambdaEmulator:
         }
         if self.endpoint_url:
             env["AWS_ENDPOINT_URL"] = self.endpoint_url
+        if self.snapstart:
+            env["AWS_LAMBDA_INITIALIZATION_TYPE"] = "snap-start"
+            for name in SNAPSTART_UNSET:
+                env.pop(name, None)
         if self.python:
             # A Python runtime: its interpreter on PATH (the layer's launcher no longer looks
             # for one: it runs its bundled interpreter unless the function sets SECRETCACHE_PYTHON).
@@ -725,8 +792,16 @@ class LambdaEmulator:
             self.extensions[path.name] = record
         record.exec_at = time.monotonic()
         self.phases.add(path.name, "extension.exec", record.exec_at, path=str(path))
+        env = self._base_env()
+        if self._faketime is not None:
+            env.update(
+                LD_PRELOAD=self._faketime,
+                FAKETIME_TIMESTAMP_FILE=str(self.clock_file),
+                FAKETIME_NO_CACHE="1",
+                FAKETIME_DONT_FAKE_MONOTONIC="1",
+            )
         try:
-            ext.process = self._spawn(path.name, [str(path)], self._base_env())
+            ext.process = self._spawn(path.name, [str(path)], env)
         except OSError as exc:
             with self._cond:
                 self._failure = (

@@ -308,6 +308,19 @@ class RieSandbox:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    def processes(self) -> dict[int, str]:
+        """Every process below RIE (the runtime, the extensions): pid -> command line."""
+        if self._proc is None:
+            return {}
+        found = {}
+        for pid in _descendants(self._proc.pid):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    found[pid] = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+            except OSError:
+                continue
+        return found
+
     def inits(self) -> list[InitTimeline]:
         """Every INIT RIE ran, read from its log."""
         return init_timelines(line.text for line in self.logs.lines(RIE))

@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
-from ..backends import AwsBackends, classify
+from ..backends import STS, AwsBackends, classify
 from .credentials import CredentialChain
 from .endpoints import resolve_endpoint
 from .protocol import JsonServiceClient
@@ -56,24 +56,43 @@ class LeanAwsBackends(AwsBackends):
         self._region = region
         return region
 
-    async def _client(self, service: str) -> Any:
-        client = self._clients.get(service)
+    async def _client(
+        self, service: str, region: str | None = None, role: str | None = None
+    ) -> Any:
+        key = self._client_key(service, region, role)
+        client = self._clients.get(key)
         if client is not None:
             return client
+        # A role's clients sign with the role's credentials (assumed here if the role is new).
+        credentials: Any = await self.roles.credentials(role) if role else self._credentials
         try:
-            region = await self._resolve_region()
-            endpoint = resolve_endpoint(service, region, self._environment)
-            client = JsonServiceClient(
-                service,
-                endpoint,
-                region,
-                self._credentials,
-                max_connections=self._max_connections,
-                timeout=self._timeouts[service],
-            )
+            signing_region = key[1] or await self._resolve_region()
+            endpoint = resolve_endpoint(service, signing_region, self._environment)
+            if service == STS:
+                from .sts import StsClient  # only for reads through a role (xml, expat)
+
+                client = StsClient(
+                    endpoint, signing_region, credentials, timeout=self._timeouts[service]
+                )
+            else:
+                client = JsonServiceClient(
+                    service,
+                    endpoint,
+                    signing_region,
+                    credentials,
+                    max_connections=self._max_connections,
+                    timeout=self._timeouts[service],
+                )
         except Exception as exc:
             raise classify(exc, service) from None
-        return self._clients.setdefault(service, client)
+        return self._clients.setdefault(key, client)
+
+    def after_restore(self) -> None:
+        """SnapStart restore: close the connections pooled before the snapshot (they are gone;
+        the next call opens new ones) and read the credentials again from their source."""
+        for client in self._clients.values():
+            client.close()
+        self._credentials.invalidate()
 
     async def close(self) -> None:
         for client in self._clients.values():

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from .transport import fetch
@@ -45,6 +45,12 @@ class Credentials:
     token: str | None = field(default=None, repr=False)
     #: Unix time the credentials stop working; None = they do not expire.
     expires_at: float | None = None
+
+
+class CredentialSource(Protocol):
+    """Anything that hands out current credentials: the chain, or an assumed role's."""
+
+    async def get(self) -> Credentials: ...
 
 
 def from_environment(env: Mapping[str, str]) -> Credentials | None:
@@ -117,6 +123,10 @@ class ContainerCredentials:
             current.expires_at is None or current.expires_at - self._clock() > margin
         )
 
+    def invalidate(self) -> None:
+        """Forget the credentials held: the next call reads them from the endpoint again."""
+        self._current = None
+
     async def get(self) -> Credentials:
         if self._fresh(ADVISORY_REFRESH_SECONDS):
             assert self._current is not None
@@ -188,11 +198,20 @@ class CredentialChain:
     """The first source that applies: environment, container endpoint, botocore."""
 
     def __init__(self, env: Mapping[str, str]) -> None:
-        self._static = from_environment(env)
-        url = container_endpoint(env) if self._static is None else None
+        url = container_endpoint(env)
+        snapstart = (env.get("AWS_LAMBDA_INITIALIZATION_TYPE") or "").strip() == "snap-start"
+        # Under SnapStart the container endpoint is Lambda's source; keys in the environment
+        # would be the snapshot's.
+        self._static = None if snapstart and url else from_environment(env)
+        url = url if self._static is None else None
         self._container = ContainerCredentials(url, env) if url else None
         self._botocore: BotocoreCredentials | None = None
         self.source = "environment" if self._static else "container" if url else "botocore"
+
+    def invalidate(self) -> None:
+        """After a restore: the next call reads the credentials from their source again."""
+        if self._container is not None:
+            self._container.invalidate()
 
     async def get(self) -> Credentials:
         if self._static is not None:

@@ -87,6 +87,7 @@ ENDPOINT_VARIABLES = {
     "secretsmanager": "AWS_ENDPOINT_URL_SECRETS_MANAGER",
     "ssm": "AWS_ENDPOINT_URL_SSM",
     "kms": "AWS_ENDPOINT_URL_KMS",
+    "sts": "AWS_ENDPOINT_URL_STS",
 }
 _HOST_LABEL = re.compile(r"^(?!-)[a-zA-Z0-9-]{1,63}(?<!-)$")
 
@@ -137,8 +138,8 @@ def resolve_endpoint(service: str, region: str, env: Mapping[str, str]) -> str:
             return f"https://secretsmanager-fips.{region}.amazonaws.com"
         return f"https://{service}-fips.{region}.{partition.dual_stack_dns_suffix}"
     if fips:
-        if service == "ssm" and name == "aws-us-gov":
-            return f"https://ssm.{region}.amazonaws.com"
+        if service in ("ssm", "sts") and name == "aws-us-gov":
+            return f"https://{service}.{region}.amazonaws.com"
         return f"https://{service}-fips.{region}.{partition.dns_suffix}"
     if dual_stack:
         if service == "secretsmanager" and name in ("aws", "aws-us-gov"):
@@ -146,4 +147,6 @@ def resolve_endpoint(service: str, region: str, env: Mapping[str, str]) -> str:
         if service == "secretsmanager" and name == "aws-cn":
             return f"https://secretsmanager.{region}.amazonaws.com.cn"
         return f"https://{service}.{region}.{partition.dual_stack_dns_suffix}"
+    if service == "sts" and region == "aws-global":
+        return "https://sts.amazonaws.com"
     return f"https://{service}.{region}.{partition.dns_suffix}"

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from . import sigv4
-from .credentials import CredentialChain
+from .credentials import CredentialSource
 from .transport import ConnectionPool, Endpoint
 
 CONTENT_TYPE = "application/x-amz-json-1.1"
@@ -267,7 +267,7 @@ class JsonServiceClient:
         service: str,
         endpoint_url: str,
         region: str,
-        credentials: CredentialChain,
+        credentials: CredentialSource,
         *,
         max_connections: int,
         timeout: float,

@@ -4,6 +4,7 @@ import base64
 import json
 import os
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -46,6 +47,11 @@ INIT_READ_AT = time.monotonic()
 
 
 def handler(event, context):
+    if event.get("action") == "get":
+        try:
+            return {"status": 200, "body": call(event["path"], event["query"])}
+        except urllib.error.HTTPError as error:
+            return {"status": error.code, "body": json.loads(error.read())}
     if event.get("action") == "secret":
         return {"secret": get_secret(os.environ["SECRET_ID"], refresh=event.get("refresh", False))}
     return {
