@@ -132,6 +132,19 @@ def cache_policies(config: Config) -> dict[Service, Policy]:
     }
 
 
+def single_body(read: SecretRead | ParameterRead, result: dict[str, Any]) -> bytes:
+    """The bytes a single read stores for an upstream answer: GetSecretValue's output (or a
+    BatchGetSecretValue entry, same fields) for a secret, a Parameter for a parameter. The single
+    read's loader and the batched prefetch both render through here, so their entries are equal.
+    """
+    if type(read) is SecretRead:
+        if read.agent:
+            return responses.agent_secret_value_body(result)
+        return responses.secret_value_body(result)
+    assert type(read) is ParameterRead
+    return responses.parameter_body({"Parameter": result}, read.selector)
+
+
 def error_response(error: SecretcacheError, *, agent: bool = False) -> Response:
     """An error as the client sees it: ours, or (`agent`) as the Secrets Manager Agent sends it."""
     if agent:
@@ -280,9 +293,6 @@ class Reads:
         """The upstream call that answers `read`, as the bytes the cache stores."""
         backends = self.backends
         if type(read) is SecretRead:
-            render = (
-                responses.agent_secret_value_body if read.agent else responses.secret_value_body
-            )
 
             async def get_value() -> dict[str, Any]:
                 if read.role_arn:
@@ -301,14 +311,14 @@ class Reads:
                 )
 
             async def load_secret() -> bytes:
-                return render(await fetch())
+                return single_body(read, await fetch())
 
             return load_secret
         if type(read) is ParameterRead:
 
             async def load_parameter() -> bytes:
                 result = await backends.get_parameter(read.name + read.selector, read.decrypt)
-                return responses.parameter_body(result, read.selector)
+                return single_body(read, result.get("Parameter") or {})
 
             return load_parameter
         if type(read) is PathRead:
