@@ -165,7 +165,7 @@ def recommend(summaries: list[Summary], fleet: Fleet, limits: Limits) -> str:
             f"{fleet.sandboxes * calls:,} Parameter Store calls ({calls} each); at {limit:g}/s "
             f"that takes {need:,.0f} s. Roll the deploy out over at least that (check with "
             f"--spread {need:.0f}), read parameters in one batch ({batched} call each, "
-            f"{fleet.sandboxes * batched / limit:,.0f} s; prefetch reads item by item today), "
+            f"{fleet.sandboxes * batched / limit:,.0f} s; --prefetch batches them at INIT too), "
             f"or raise the limit (--higher-throughput)."
         )
     if fleet.ssm_items:

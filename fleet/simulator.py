@@ -70,7 +70,8 @@ class _Chains:
 
     sandbox: np.ndarray
     api: np.ndarray  # API of its reads (single or batch)
-    pre_api: np.ndarray  # API of its prefetch calls (the extension prefetches item by item)
+    pre_api: np.ndarray  # API of its prefetch calls (batch calls for two or more items)
+    pre_calls: np.ndarray  # its calls at prefetch: a batch call is charged to its first chain
     ttl: np.ndarray
     refresh_ahead: np.ndarray  # bool
     single: np.ndarray  # bool: stale-on-error applies (single reads and batch chunks)
@@ -86,13 +87,17 @@ def _build_chains(
     pop: Population, fleet: Fleet, policy: Policy, rng: np.random.Generator
 ) -> tuple[_Chains, dict[int, float]]:
     """Chains for the cached items, and items per invocation per API read without a cache."""
-    groups: list[tuple[int, int, float, bool, bool, int]] = []  # api, pre_api, ttl, ra, single, n
+    # api, pre_api, ttl, refresh-ahead, single, items, prefetch calls
+    groups: list[tuple[int, int, float, bool, bool, int, int]] = []
     uncached: dict[int, float] = {}
     ra = policy.refresh_ahead > 0
 
     def add(count: int, ttl: float, single_api: int, batch_api: int, limit: int) -> None:
+        """Chains for `count` items. The prefetch (prefetch.py) reads two or more items in batch
+        calls of `limit` (one item alone singly), whatever the reads' own policy."""
         if count <= 0:
             return
+        pre_api = batch_api if count >= 2 else single_api
         if ttl <= 0:
             # Calls per invocation: one per item, or one per batch of `limit`.
             api = batch_api if policy.batch else single_api
@@ -103,10 +108,12 @@ def _build_chains(
             left = count
             while left > 0:
                 n = min(left, limit)
-                groups.append((batch_api, single_api, ttl, ra, True, n))
+                groups.append((batch_api, pre_api, ttl, ra, True, n, 1))
                 left -= n
         else:
-            groups.extend((single_api, single_api, ttl, ra, True, 1) for _ in range(count))
+            groups.extend(
+                (single_api, pre_api, ttl, ra, True, 1, int(i % limit == 0)) for i in range(count)
+            )
 
     add(fleet.ssm_items, policy.ssm_ttl, API_SSM, API_SSM, policy.ssm_batch_limit)
     add(fleet.sm_items, policy.sm_ttl, API_SM_GET, API_SM_BATCH, policy.sm_batch_limit)
@@ -114,7 +121,7 @@ def _build_chains(
         if policy.not_found_ttl > 0:
             # Not-found answers are cached like values but never refreshed ahead or served stale.
             groups.extend(
-                (API_SSM, API_SSM, policy.not_found_ttl, False, False, 1)
+                (API_SSM, API_SSM, policy.not_found_ttl, False, False, 1, 1)
                 for _ in range(fleet.missing_items)
             )
         else:
@@ -123,7 +130,7 @@ def _build_chains(
     n_sb, n_g = len(pop), len(groups)
     sandbox = np.repeat(np.arange(n_sb), n_g)
     g = np.tile(np.arange(n_g), n_sb)
-    table = np.array(groups, dtype=np.float64).reshape(n_g, 6) if n_g else np.zeros((0, 6))
+    table = np.array(groups, dtype=np.float64).reshape(n_g, 7) if n_g else np.zeros((0, 7))
     slots = table[g, 5].astype(np.int64)
     max_slots = int(slots.max()) if len(slots) else 1
     c = len(sandbox)
@@ -133,6 +140,7 @@ def _build_chains(
         sandbox=sandbox,
         api=table[g, 0].astype(np.int64),
         pre_api=table[g, 1].astype(np.int64),
+        pre_calls=table[g, 6].astype(np.int64),
         ttl=table[g, 2],
         refresh_ahead=table[g, 3].astype(bool),
         single=table[g, 4].astype(bool),
@@ -287,7 +295,7 @@ def simulate(
         events += len(due)
         phase = ch.phase[due]
         api = np.where(phase == PREFETCH, ch.pre_api[due], ch.api[due])
-        ncalls = np.where(phase == PREFETCH, ch.slots[due], 1)
+        ncalls = np.where(phase == PREFETCH, ch.pre_calls[due], 1)
         ok = np.ones(len(due), bool)
         order = np.argsort(times, kind="stable")
         for a in range(N_API):

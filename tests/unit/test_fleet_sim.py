@@ -11,7 +11,7 @@ from secretcache.cache import REFRESH_AHEAD_FRACTION, TTL_JITTER_FRACTION
 from secretcache.config import Config
 from secretcache.reads import SECRETS_BATCH_LIMIT, SSM_BATCH_LIMIT
 
-from fleet.model import API_SM_GET, API_SSM, MONTH_SECONDS, Fleet, Limits, Policy
+from fleet.model import API_SM_BATCH, API_SM_GET, API_SSM, MONTH_SECONDS, Fleet, Limits, Policy
 from fleet.population import build_population
 from fleet.report import recommend, summarize, table
 from fleet.simulator import simulate
@@ -89,6 +89,19 @@ def test_batch_reads_cut_cold_start_calls() -> None:
     batch = simulate(burst, Policy(batch=True), Limits(ssm_tps=1e6), seed=1, dt=0.1)
     assert single.calls[API_SSM].sum() == pytest.approx(800, abs=5)
     assert batch.calls[API_SSM].sum() == pytest.approx(100, abs=5)
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_prefetch_batches_cold_start_calls_as_the_extension_does(batch: bool) -> None:
+    """prefetch.py: 25 parameters in 3 GetParameters, 25 secrets in 2 BatchGetSecretValue."""
+    burst = Fleet(
+        sandboxes=100, shape="burst", invocations_per_second=100, horizon=30.0,
+        ssm_items=25, sm_items=25,
+    )  # fmt: skip
+    r = simulate(burst, Policy(prefetch=True, batch=batch), Limits(ssm_tps=1e6), seed=1, dt=0.1)
+    assert r.calls[API_SSM].sum() == pytest.approx(300, abs=5)
+    assert r.calls[API_SM_BATCH].sum() == pytest.approx(200, abs=5)
+    assert r.calls[API_SM_GET].sum() == 0
 
 
 def test_stale_on_error_serves_instead_of_failing() -> None:
