@@ -16,6 +16,17 @@ the smaller of the TTL and what `lifetime_limit` says:
 - DescribeSecret and GetSecretValue disagree on the version holding the stage (a rotation ended
   between the two calls): `recheck` seconds.
 
+The fleet: every sandbox's entry ends at the same NextRotationDate, and a first read after it
+must go to AWS in every sandbox (serving past the date is what this switch rules out), so that
+first read cannot be spread; ending entries at random instants before the date does not help
+either, since what such a read stores still ends at the date (it only adds a read of the old
+value). What would otherwise stay in step is what follows: every sandbox re-reads at the date,
+then re-checks every `recheck` seconds together for as long as the rotation takes. Each re-check
+interval is therefore cut at random by up to `RECHECK_JITTER_FRACTION` (drawn from `random`,
+which is reseeded at a SnapStart restore), so the fleet's re-checks spread over a quarter of the
+interval after the first and apart further with each; it only shortens lifetimes after the date
+(or on a race), never lengthens one, and the date itself stays exact.
+
 DescribeSecret failing (no `secretsmanager:DescribeSecret` in the role, throttling, a timeout) never
 fails the read: the entry keeps the TTL and one warning per secret is logged, naming the secret and
 the error type, never a value. DescribeSecret is waited for at most `DESCRIBE_GRACE_SECONDS` after
@@ -25,6 +36,7 @@ GetSecretValue has answered, so a slow one cannot hold a read up for its whole r
 from __future__ import annotations
 
 import asyncio
+import random
 import re
 import time
 from collections import OrderedDict
@@ -49,6 +61,9 @@ QUIET_SECONDS = 3_600.0
 #: Secrets remembered (schedules and the once-per-secret log), oldest dropped first.
 MAX_RECORDS = 4_096
 DEFAULT_STAGE = "AWSCURRENT"
+#: Largest share by which one re-check interval (window, race) is cut at random, so a fleet that
+#: re-read at NextRotationDate together does not keep re-checking together.
+RECHECK_JITTER_FRACTION = 0.25
 
 _DURATION = re.compile(r"\s*(\d{1,2})h\s*\Z")
 
@@ -179,8 +194,10 @@ class RotationWatch:
         recheck: float,
         wall_clock: Callable[[], float] = time.time,
         grace: float = DESCRIBE_GRACE_SECONDS,
+        rand: Callable[[], float] = random.random,
     ) -> None:
         self._backends = backends
+        self._rand = rand
         self._metrics = metrics
         self._recheck = recheck
         self._wall = wall_clock
@@ -278,9 +295,12 @@ class RotationWatch:
             record.window_version = None
         if decision.state == "after-window":
             self._warn_once(secret_id, "rotation.window_passed", "NoNewVersion")
-        if decision.limit is not None:
+        limit = decision.limit
+        if limit is not None:
             self._metrics.rotation.limited += 1
-        record.deadline = None if decision.limit is None else now + decision.limit
+            if decision.state in ("window", "race"):
+                limit *= 1.0 - RECHECK_JITTER_FRACTION * self._rand()
+        record.deadline = None if limit is None else now + limit
 
     def _warn_once(self, secret_id: str, event: str, error_type: str) -> None:
         """One warning per secret and event: names and error types only, never a value."""

@@ -19,6 +19,8 @@ from secretcache.read_requests import SecretRead
 from secretcache.reads import Reads, cache_key, cache_policies
 from secretcache.rotation import (
     HOURS_WINDOW_SECONDS,
+    RECHECK_JITTER_FRACTION,
+    RotationWatch,
     Schedule,
     decide,
     parse_schedule,
@@ -204,7 +206,7 @@ class RotatingBackends:
 class World:
     """Reads over a TtlCache whose clock is the wall clock the rotation rules read (both fake)."""
 
-    def __init__(self, ttl: int = 300, **env: str) -> None:
+    def __init__(self, ttl: int = 300, rand: float = 0.0, **env: str) -> None:
         self.clock = Clock(NOON - 1000)
         self.backends = RotatingBackends(self.clock)
         config = load_config(
@@ -225,8 +227,9 @@ class World:
         )
         self.reads = Reads(config, self.cache, self.backends)
         if self.reads.rotation is not None:
-            # The rules read the same fake clock as the cache.
+            # The rules read the same fake clock as the cache; the re-check jitter draws `rand`.
             self.reads.rotation._wall = self.clock
+            self.reads.rotation._rand = lambda: rand
 
     async def read(self, read: SecretRead | None = None) -> str:
         lookup = await self.reads.fetch(read or SecretRead("db"))
@@ -269,6 +272,53 @@ async def test_in_the_window_aws_is_asked_once_per_recheck_until_the_version_cha
     world.clock.now += 2000  # well inside the TTL: no more re-checks
     assert await world.read() == "value-v2"
     assert world.count("get_secret_value") == calls
+
+
+@pytest.mark.parametrize("draw", [0.0, 0.5, 0.999])
+async def test_rechecks_in_the_window_are_cut_at_random_but_next_rotation_date_is_exact(
+    draw: float,
+) -> None:
+    world = World(ttl=3000, rand=draw)
+    world.backends.next_rotation = NOON
+    await world.read()  # before the date: ends exactly at the date, whatever the draw
+    key = cache_key(SecretRead("db"))
+    assert world.reads.rotation is not None
+    assert world.reads.rotation.lifetime_limit(key) == NOON - world.clock.now
+    world.clock.now = NOON
+    await world.read()  # the window: the re-check interval, cut by up to a quarter
+    expected = RECHECK * (1 - RECHECK_JITTER_FRACTION * draw)
+    assert world.reads.rotation.lifetime_limit(key) == pytest.approx(expected)
+    world.clock.now = NOON + expected - 0.01
+    await world.read()
+    assert world.count("get_secret_value") == 2  # still a hit
+    world.clock.now = NOON + expected
+    await world.read()
+    assert world.count("get_secret_value") == 3  # re-checked at the jittered instant
+
+
+def test_a_fleet_that_read_at_the_date_does_not_recheck_in_step() -> None:
+    """100 sandboxes re-read at NextRotationDate: their re-checks spread over a quarter of the
+    interval (the extension's own draw, from a seeded `random`)."""
+    import random
+
+    from secretcache.metrics import Metrics
+
+    rng = random.Random(7)
+    ends = []
+    for _ in range(100):
+        watch = RotationWatch(None, Metrics(), recheck=RECHECK, wall_clock=lambda: NOON + 1,
+                              rand=rng.random)  # type: ignore[arg-type]  # fmt: skip
+        key = cache_key(SecretRead("db"))
+        described = {"RotationEnabled": True, "NextRotationDate": NOON,
+                     "RotationRules": {"Duration": "2h"},
+                     "VersionIdsToStages": {"v1": ["AWSCURRENT"]}}  # fmt: skip
+        watch._record(key, "db", "AWSCURRENT", described, {"VersionId": "v1"})
+        limit = watch.lifetime_limit(key)
+        assert limit is not None
+        ends.append(limit)
+    assert all(RECHECK * (1 - RECHECK_JITTER_FRACTION) <= e <= RECHECK for e in ends)
+    assert max(ends) - min(ends) > RECHECK * RECHECK_JITTER_FRACTION * 0.8
+    assert max(sum(1 for e in ends if int(e) == s) for s in set(int(e) for e in ends)) < 30
 
 
 async def test_a_date_moved_forward_ends_the_rechecks() -> None:
