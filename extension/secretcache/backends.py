@@ -408,9 +408,13 @@ class AwsBackends:
     def after_restore(self) -> None:
         """SnapStart restore: connections pooled before the snapshot are gone. The clients are
         dropped (closed in the background) and made again on the next call. (botocore's container
-        provider renews credentials by their expiry only; the lean client re-reads them.)"""
+        provider renews credentials by their expiry only; the lean client re-reads them.)
+        Roles' credentials are assumed again: their sessions (which hold the credentials until
+        botocore's refresh window) are dropped with the clients."""
         contexts, self._client_contexts = self._client_contexts, []
         self._clients = {}
+        self._role_sessions = {}
+        self.roles.invalidate()
         if contexts:
             task = asyncio.get_running_loop().create_task(_close_contexts(contexts))
             self._closing.add(task)

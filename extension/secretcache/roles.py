@@ -60,6 +60,8 @@ class RoleCredentials:
         self._current: Credentials | None = None
         self._refreshing: asyncio.Task[Credentials] | None = None
         self._next_attempt = 0.0
+        #: Bumped by `invalidate`: a refresh started before it may not store what it got.
+        self._generation = 0
 
     def __repr__(self) -> str:
         return f"RoleCredentials({self.role_arn!r})"
@@ -82,7 +84,7 @@ class RoleCredentials:
             return self._current
         task = self._refreshing
         if task is None:
-            task = asyncio.get_running_loop().create_task(self._refresh())
+            task = asyncio.get_running_loop().create_task(self._refresh(self._generation))
             self._refreshing = task
         try:
             return await asyncio.shield(task)
@@ -92,16 +94,29 @@ class RoleCredentials:
                 return self._current
             raise
 
-    async def _refresh(self) -> Credentials:
+    async def _refresh(self, generation: int) -> Credentials:
         try:
             credentials = await self._assume(self.role_arn)
         except BaseException:
-            self._next_attempt = self._clock() + RETRY_AFTER_FAILURE_SECONDS
+            if generation == self._generation:
+                self._next_attempt = self._clock() + RETRY_AFTER_FAILURE_SECONDS
             raise
         finally:
-            self._refreshing = None
-        self._current = credentials
+            if generation == self._generation:
+                self._refreshing = None
+        if generation == self._generation:
+            self._current = credentials
         return credentials
+
+    def invalidate(self) -> None:
+        """SnapStart restore: forget the credentials assumed before the snapshot (every sandbox
+        restored from it would share them, and they may have expired while it was stored); the
+        next read assumes the role again. A refresh in flight from before may not store its
+        answer."""
+        self._generation += 1
+        self._current = None
+        self._refreshing = None
+        self._next_attempt = 0.0
 
     @property
     def assumed(self) -> bool:
@@ -127,6 +142,12 @@ class RoleRegistry:
 
     def __len__(self) -> int:
         return len(self._roles)
+
+    def invalidate(self) -> None:
+        """SnapStart restore: every role's credentials are assumed again when next needed (the
+        roles keep their places under the bound)."""
+        for role in (*self._roles.values(), *self._pending.values()):
+            role.invalidate()
 
     def __contains__(self, role_arn: object) -> bool:
         return role_arn in self._roles

@@ -171,3 +171,44 @@ def test_credentials_never_show_in_a_repr(clock: Clock, sts: FakeSts) -> None:
 def test_session_name_is_made_of_sts_characters(function: str | None, expected: str) -> None:
     assert session_name(function) == expected
     assert 2 <= len(session_name(function)) <= 64
+
+
+async def test_a_restore_drops_every_roles_credentials_and_keeps_their_places(
+    clock: Clock, sts: FakeSts
+) -> None:
+    registry = RoleRegistry(2, sts, clock)
+    other = "arn:aws:iam::333333333333:role/reader"
+    before = {role: await (await registry.credentials(role)).get() for role in (ROLE, other)}
+    assert [c.access_key for c in before.values()] == ["ASIA1", "ASIA2"]
+    registry.invalidate()  # SnapStart restore, five minutes after the snapshot
+    clock.now += 300
+    after = {role: await (await registry.credentials(role)).get() for role in (ROLE, other)}
+    assert sorted(c.access_key for c in after.values()) == ["ASIA3", "ASIA4"]
+    assert len(registry) == 2  # still the same two roles under the bound
+    with pytest.raises(MaxRolesExceeded):
+        await registry.credentials("arn:aws:iam::444444444444:role/reader")
+
+
+async def test_a_restore_drops_credentials_even_when_the_new_assume_role_fails(
+    clock: Clock, sts: FakeSts
+) -> None:
+    role = RoleCredentials(ROLE, sts, clock)
+    await role.get()
+    role.invalidate()
+    sts.fail = AccessDenied("not allowed to assume the role")
+    with pytest.raises(AccessDenied):
+        await role.get()  # never the credentials from before the snapshot
+
+
+async def test_an_assume_role_in_flight_at_the_snapshot_stores_nothing_after_it(
+    clock: Clock, sts: FakeSts
+) -> None:
+    role = RoleCredentials(ROLE, sts, clock)
+    sts.gate = asyncio.Event()
+    before = asyncio.create_task(role.get())
+    await asyncio.sleep(0)
+    role.invalidate()
+    sts.gate.set()
+    await before  # its caller gets an answer ...
+    after = await role.get()  # ... but nothing is kept from a call started before the restore
+    assert after.access_key == "ASIA2" and len(sts.calls) == 2

@@ -89,10 +89,12 @@ class LeanAwsBackends(AwsBackends):
 
     def after_restore(self) -> None:
         """SnapStart restore: close the connections pooled before the snapshot (they are gone;
-        the next call opens new ones) and read the credentials again from their source."""
+        the next call opens new ones) and read the credentials again from their source, roles'
+        included (assumed again when next needed)."""
         for client in self._clients.values():
             client.close()
         self._credentials.invalidate()
+        self.roles.invalidate()
 
     async def close(self) -> None:
         for client in self._clients.values():
