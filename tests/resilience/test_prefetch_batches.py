@@ -114,3 +114,25 @@ def test_a_failing_batch_call_falls_back_to_single_reads(upstream, start, proxy,
     for name in names:
         assert ext.get(f"/systemsmanager/parameters/get?name={quote(name)}").status == 200
     assert proxy.count("GetParameter") == before  # every entry was warmed by its single read
+
+
+@pytest.mark.parametrize("upstream", UPSTREAMS)
+def test_under_agent_compat_a_batch_prefetch_stores_the_agents_bytes(upstream, start, proxy, seed):
+    made = [seed.secret(f"a{i}")[0] for i in range(3)]
+    binary = f"{seed.prefix}-agent-binary"
+    seed.sm.create_secret(Name=binary, SecretBinary=b"\x00\x01agent\xff")
+    ids = [*made, binary]
+    env = {"SECRETCACHE_UPSTREAM": upstream, "SECRETCACHE_COMPAT": "agent"}
+    env["SECRETS_MANAGER_TTL"] = "300"
+    warmed = start(SECRETCACHE_PREFETCH=",".join(f"sm:{i}" for i in ids), **env)
+    assert operations(proxy) == {"BatchGetSecretValue": 1}
+    paths = [f"/secretsmanager/get?secretId={quote(i, safe='')}" for i in ids]
+    from_batch = [warmed.get(path) for path in paths]
+    assert operations(proxy) == {"BatchGetSecretValue": 1}  # all hits
+    cold = start(**env)
+    from_single = [cold.get(path) for path in paths]
+    assert operations(proxy) == {"BatchGetSecretValue": 1, "GetSecretValue": 4}
+    for secret_id, batch, single in zip(ids, from_batch, from_single, strict=True):
+        assert batch.status == single.status == 200, (secret_id, single.body[:200])
+        assert "ResultMetadata" not in batch.json()  # the Agent's shape
+        assert batch.body == single.body, secret_id
