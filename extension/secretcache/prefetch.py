@@ -10,8 +10,10 @@ region). Each answer is stored under the item's single-read key, rendered by `si
 renderer the single read uses, so the entry holds the bytes a single read would have stored. A
 group of one item is read singly (a batch call saves nothing), as are:
 
-- `ssm:` items with a version or label: GetParameters takes `name:selector`, but moto answers it
-  without `Selector`, so equality with the single read's entry cannot be proven here;
+- `ssm:` items with a version or label: GetParameters takes `name:selector` and AWS echoes the
+  `Selector`, but moto 5.2.5 answers without it (checked), so `/p:1` and `/p` in one call come
+  back as two `/p` entries that cannot be told apart, and equality with the single read's entry
+  cannot be proven here;
 - `ssm:` names given as ARNs (GetParameters resolves them, but the single read's entry is what
   this module promises, and an ARN item is rare in a prefetch list);
 - `sm:` items under SECRETCACHE_ROTATION_AWARE (the single read runs DescribeSecret beside
