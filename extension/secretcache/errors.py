@@ -18,6 +18,8 @@ class SecretcacheError(Exception):
     error_type: str = "InternalError"
     #: Whether a retry (or a stale value) may help: throttling, 5xx, timeouts, connection failures.
     transient: bool = False
+    #: Seconds after which asking again may succeed (sent as Retry-After); None when unknown.
+    retry_after: float | None = None
 
     def __init__(self, message: str, *, error_type: str | None = None) -> None:
         super().__init__(message)
@@ -90,6 +92,15 @@ class Throttled(SecretcacheError):
     status = 429
     error_type = "ThrottlingException"
     transient = True
+
+
+class BackingOff(Throttled):
+    """AWS throttled this key's last load moments ago; it is not called again until the
+    back-off ends, and there is no value to serve meanwhile."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class UpstreamError(SecretcacheError):
