@@ -279,8 +279,7 @@ class TtlCache:
         if wait <= 0:
             return None
         raise BackingOff(
-            f"{key.service}: AWS throttled this item's last load; "
-            f"not asked again for {wait:.1f} s",
+            f"{key.service}: AWS throttled this item's last load; not asked again for {wait:.1f} s",
             retry_after=wait,
         )
 
@@ -347,11 +346,13 @@ class TtlCache:
         # Nobody may be left awaiting (all callers cancelled): mark the exception as seen.
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._inflight[key] = future
-        context = None
-        if attempts is not None:
+        coroutine = self._run_load(key, load, future)
+        if attempts is None:
+            task = loop.create_task(coroutine)
+        else:  # a task copies the context it is created in: the limit holds for this load only
             context = contextvars.copy_context()
             context.run(upstream_attempts.set, attempts)
-        task = loop.create_task(self._run_load(key, load, future), context=context)
+            task = context.run(loop.create_task, coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         return future

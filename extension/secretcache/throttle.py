@@ -16,8 +16,7 @@ from __future__ import annotations
 import contextvars
 import math
 import random
-from collections.abc import Callable
-from typing import Hashable
+from collections.abc import Callable, Hashable
 
 #: First back-off after a key's throttled load; doubles with each consecutive throttled load.
 BACKOFF_BASE_SECONDS = 1.0

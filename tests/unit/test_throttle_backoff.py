@@ -11,8 +11,8 @@ from secretcache.backends import MAX_ATTEMPTS, AwsBackends
 from secretcache.cache import CacheKey, Policy, TtlCache
 from secretcache.config import ConfigError, load_config
 from secretcache.errors import AccessDenied, BackingOff, NotFound, Throttled, UpstreamError
-from secretcache.reads import Reads, cache_policies
 from secretcache.read_requests import ParameterRead
+from secretcache.reads import Reads, cache_policies
 from secretcache.throttle import (
     BACKOFF_BASE_SECONDS,
     SERVICE_MEMORY_SECONDS,
@@ -321,10 +321,14 @@ async def test_backing_off_response_carries_retry_after() -> None:
 
 
 class ThrottledClientError(Exception):
-    response = {
-        "Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"},
-        "ResponseMetadata": {"HTTPStatusCode": 400},
-    }
+    """Shaped like botocore's ClientError for a throttled call."""
+
+    def __init__(self) -> None:
+        super().__init__("Rate exceeded")
+        self.response = {
+            "Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"},
+            "ResponseMetadata": {"HTTPStatusCode": 400},
+        }
 
 
 class FakeSsmClient:
