@@ -30,6 +30,7 @@ COMPARISON = (
     Policy("ttl-3600", ssm_ttl=3600, sm_ttl=3600),
     Policy("ttl-3600+prefetch", ssm_ttl=3600, sm_ttl=3600, prefetch=True),
     Policy("no-cache", ssm_ttl=0, sm_ttl=0),
+    Policy("no-throttle-memory", throttle_backoff=0.0),
 )
 
 _POLICY_OPTIONS = (
@@ -41,6 +42,7 @@ _POLICY_OPTIONS = (
     "batch",
     "max_stale",
     "not_found_ttl",
+    "throttle_backoff",
 )
 
 
@@ -93,6 +95,11 @@ def parser() -> argparse.ArgumentParser:
     pol.add_argument("--batch", action="store_true", default=None)
     pol.add_argument("--max-stale", type=float, help="0 turns stale-on-error off")
     pol.add_argument("--not-found-ttl", type=float)
+    pol.add_argument(
+        "--throttle-backoff",
+        type=float,
+        help="SECRETCACHE_THROTTLE_BACKOFF_SECONDS; 0: every read of an expired item retries",
+    )
     out = p.add_argument_group("output")
     out.add_argument("--plot", type=Path, default=DEFAULT_PLOT)
     out.add_argument("--seed", type=int, default=1)
@@ -145,6 +152,7 @@ def _check(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     not_negative = (
         "invocations", "ssm_items", "sm_items", "missing_items", "spread", "event_at",
         "ssm_ttl", "sm_ttl", "jitter", "refresh_ahead", "max_stale", "not_found_ttl",
+        "throttle_backoff",
     )  # fmt: skip
     for name in not_negative:
         value = getattr(args, name)
