@@ -103,6 +103,13 @@ def parser() -> argparse.ArgumentParser:
     out = p.add_argument_group("output")
     out.add_argument("--plot", type=Path, default=DEFAULT_PLOT)
     out.add_argument("--seed", type=int, default=1)
+    out.add_argument(
+        "--dt",
+        type=float,
+        default=None,
+        help="time step, seconds (default 1 over 4 h, else 0.1; in an overload 0.1 is closer: "
+        "in a 1 s step a retry early in the step passes the bucket before calls made later)",
+    )
     out.add_argument("--jobs", type=int, default=2, help="policies simulated in parallel")
     val = p.add_argument_group("validation against real extension processes")
     val.add_argument("--validate", action="store_true", help="run the full validation instead")
@@ -138,9 +145,9 @@ def policies_from(args: argparse.Namespace) -> tuple[Policy, ...]:
     return (Policy("defaults"), Policy("yours", **chosen))
 
 
-def _run(job: tuple[Fleet, Policy, Limits, int]) -> Result:
-    fleet, policy, limits, seed = job
-    return simulate(fleet, policy, limits, seed=seed)
+def _run(job: tuple[Fleet, Policy, Limits, int, float | None]) -> Result:
+    fleet, policy, limits, seed, dt = job
+    return simulate(fleet, policy, limits, seed=seed, dt=dt)
 
 
 def _check(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -158,6 +165,8 @@ def _check(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         value = getattr(args, name)
         if value is not None and value < 0:
             p.error(f"--{name.replace('_', '-')} must not be negative")
+    if args.dt is not None and not 0 < args.dt <= 1:
+        p.error("--dt must be more than 0 and at most 1")
     if args.hours is not None and args.hours <= 0:
         p.error("--hours must be more than 0")
     if not 0 <= args.trough <= 1:
@@ -188,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         ssm_higher_throughput=args.higher_throughput,
     )
     started = time.monotonic()
-    jobs = [(fleet, p, limits, args.seed) for p in policies]
+    jobs = [(fleet, p, limits, args.seed, args.dt) for p in policies]
     if args.jobs > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
             results = list(pool.map(_run, jobs))
