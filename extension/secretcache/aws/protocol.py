@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from . import sigv4
 from .credentials import CredentialSource
-from .transport import ConnectionPool, Endpoint
+from .signed_client import SignedClient
 
 CONTENT_TYPE = "application/x-amz-json-1.1"
 USER_AGENT = "secretcache (lean AWS client)"
@@ -259,7 +258,7 @@ def parse_error(status: int, headers: dict[str, str], body: bytes) -> dict[str, 
     return {"Error": {"Message": message, "Code": code or ""}, "ResponseMetadata": metadata}
 
 
-class JsonServiceClient:
+class JsonServiceClient(SignedClient):
     """One service's operations as coroutines named like aiobotocore's client methods."""
 
     def __init__(
@@ -274,13 +273,16 @@ class JsonServiceClient:
         clock: Any = time.time,
     ) -> None:
         self.service = service
-        self._target_prefix, self._signing_name, self._operations = SERVICES[service]
-        self._endpoint = Endpoint(endpoint_url)
-        self._pool = ConnectionPool(self._endpoint, max_idle=max_connections)
-        self._region = region
-        self._credentials = credentials
-        self._timeout = timeout
-        self._clock = clock
+        self._target_prefix, signing_name, self._operations = SERVICES[service]
+        super().__init__(
+            endpoint_url,
+            region,
+            credentials,
+            signing_name=signing_name,
+            max_idle=max_connections,
+            timeout=timeout,
+            clock=clock,
+        )
 
     def __getattr__(self, name: str) -> Any:
         operation = self._operations.get(name) if not name.startswith("_") else None
@@ -295,31 +297,12 @@ class JsonServiceClient:
     async def call(self, operation: Operation, params: dict[str, Any]) -> dict[str, Any]:
         validate(operation, params)
         body = serialize(operation, params)
-        credentials = await self._credentials.get()
         headers = {
             "X-Amz-Target": f"{self._target_prefix}.{operation.name}",
             "Content-Type": CONTENT_TYPE,
             "User-Agent": USER_AGENT,
         }
-        now = time.gmtime(self._clock())
-        signed = sigv4.sign(
-            method="POST",
-            host=self._endpoint.host_header.lower(),
-            path=self._endpoint.path,
-            query=self._endpoint.query,
-            headers=headers,
-            body=body,
-            access_key=credentials.access_key,
-            secret_key=credentials.secret_key,
-            token=credentials.token,
-            region=self._region,
-            service=self._signing_name,
-            amz_date=time.strftime("%Y%m%dT%H%M%SZ", now),
-        )
-        target = self._endpoint.path + (f"?{self._endpoint.query}" if self._endpoint.query else "")
-        status, response_headers, response_body = await self._pool.request(
-            "POST", target, {**headers, **signed}, body, self._timeout
-        )
+        status, response_headers, response_body = await self._post(headers, body)
         if status >= 301:
             raise AwsClientError(
                 parse_error(status, response_headers, response_body), operation.name
@@ -330,6 +313,3 @@ class JsonServiceClient:
             metadata["RequestId"] = response_headers["x-amzn-requestid"]
         result["ResponseMetadata"] = metadata
         return result
-
-    def close(self) -> None:
-        self._pool.close()

@@ -16,10 +16,9 @@ import xml.etree.ElementTree as ElementTree
 from typing import Any
 from urllib.parse import urlencode
 
-from . import sigv4
 from .credentials import CredentialSource
 from .protocol import AwsClientError, ParamValidationError, ResponseParserError
-from .transport import ConnectionPool, Endpoint
+from .signed_client import SignedClient
 
 API_VERSION = "2011-06-15"
 CONTENT_TYPE = "application/x-www-form-urlencoded; charset=utf-8"
@@ -122,7 +121,7 @@ def parse_error(status: int, headers: dict[str, str], body: bytes) -> dict[str, 
     return {"Error": {"Code": code, "Message": message}, "ResponseMetadata": metadata}
 
 
-class StsClient:
+class StsClient(SignedClient):
     """`assume_role(RoleArn=..., RoleSessionName=...)`, named like aiobotocore's client method."""
 
     service = "sts"
@@ -136,12 +135,15 @@ class StsClient:
         timeout: float,
         clock: Any = time.time,
     ) -> None:
-        self._endpoint = Endpoint(endpoint_url)
-        self._pool = ConnectionPool(self._endpoint, max_idle=1)
-        self._region = region
-        self._credentials = credentials
-        self._timeout = timeout
-        self._clock = clock
+        super().__init__(
+            endpoint_url,
+            region,
+            credentials,
+            signing_name="sts",
+            max_idle=1,
+            timeout=timeout,
+            clock=clock,
+        )
 
     async def assume_role(
         self, *, RoleArn: str, RoleSessionName: str, DurationSeconds: int | None = None
@@ -164,31 +166,10 @@ class StsClient:
         if DurationSeconds is not None:
             form["DurationSeconds"] = str(DurationSeconds)
         body = urlencode(form).encode("ascii")
-        credentials = await self._credentials.get()
         headers = {"Content-Type": CONTENT_TYPE, "User-Agent": USER_AGENT}
-        signed = sigv4.sign(
-            method="POST",
-            host=self._endpoint.host_header.lower(),
-            path=self._endpoint.path,
-            query=self._endpoint.query,
-            headers=headers,
-            body=body,
-            access_key=credentials.access_key,
-            secret_key=credentials.secret_key,
-            token=credentials.token,
-            region=self._region,
-            service="sts",
-            amz_date=time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self._clock())),
-        )
-        target = self._endpoint.path + (f"?{self._endpoint.query}" if self._endpoint.query else "")
-        status, response_headers, response_body = await self._pool.request(
-            "POST", target, {**headers, **signed}, body, self._timeout
-        )
+        status, response_headers, response_body = await self._post(headers, body)
         if status >= 300:
             raise AwsClientError(parse_error(status, response_headers, response_body), "AssumeRole")
         result = parse_assume_role(response_body)
         result["ResponseMetadata"] = {"HTTPStatusCode": status}
         return result
-
-    def close(self) -> None:
-        self._pool.close()
