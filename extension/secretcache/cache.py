@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import NamedTuple
 
-from .errors import BackingOff, NotFound, SecretcacheError, Throttled
+from .errors import NotFound, SecretcacheError, Throttled
 from .metrics import Metrics
 from .service import Service
 from .throttle import ThrottleMemory, upstream_attempts
@@ -248,40 +248,43 @@ class TtlCache:
         else:
             stats.misses += 1
         policy = self.policies[key.service]
+        attempts = None
         if policy.throttle_backoff > 0:
-            throttled = self._while_throttled(key, load, now, refresh)
+            backing_off = self.throttle.backoff(key, now) > 0
+            throttled = self._while_throttled(key, load, now, refresh, backing_off)
             if throttled is not None:
                 return throttled
+            if backing_off:  # no value to serve: one attempt, the back-off is the retry
+                attempts = 1
         try:
-            body, coalesced = await self._single_flight(key, load, refresh)
+            body, coalesced = await self._single_flight(key, load, refresh, attempts)
         except SecretcacheError as exc:
             stale = self.stale([key], exc)
-            if stale is None:
-                raise
-            return stale[0]
+            if stale is not None:
+                return stale[0]
+            wait = self.throttle.backoff(key, self.clock())
+            if isinstance(exc, Throttled) and wait > 0:  # Retry-After: the key's back-off
+                throttled_error = _copy_error(exc)
+                throttled_error.retry_after = wait
+                raise throttled_error from None
+            raise
         outcome = "coalesced" if coalesced else ("refresh" if refresh else "miss")
         return Lookup(body, outcome, 0.0)
 
     def _while_throttled(
-        self, key: CacheKey, load: Loader, now: float, refresh: bool
+        self, key: CacheKey, load: Loader, now: float, refresh: bool, backing_off: bool
     ) -> Lookup | None:
-        """A read of an expired (or missing) entry while AWS has been throttling: None to load as
-        usual, else the stale value at once, with one background refresh unless the key is
-        backing off. Raises `BackingOff` when the key is backing off and there is no value to
-        serve (a forced refresh has none)."""
-        wait = self.throttle.backoff(key, now)
-        if not refresh and (wait > 0 or self.throttle.service_throttled(key.service, now)):
-            stale = self.stale([key], _RECENTLY_THROTTLED)
-            if stale is not None:
-                if wait <= 0 and key not in self._inflight:
-                    self._refresh_in_background(key, load)
-                return stale[0]
-        if wait <= 0:
+        """A read of an expired (or missing) entry while AWS has been throttling: the stale value
+        at once, with one background refresh unless the key is backing off; None when there is
+        no value to serve (a forced refresh has none) and the read loads."""
+        if refresh or not (backing_off or self.throttle.service_throttled(key.service, now)):
             return None
-        raise BackingOff(
-            f"{key.service}: AWS throttled this item's last load; not asked again for {wait:.1f} s",
-            retry_after=wait,
-        )
+        stale = self.stale([key], _RECENTLY_THROTTLED)
+        if stale is None:
+            return None
+        if not backing_off and key not in self._inflight:
+            self._refresh_in_background(key, load)
+        return stale[0]
 
     def stale(self, keys: Sequence[CacheKey], exc: SecretcacheError) -> list[Lookup] | None:
         """The last good bodies of `keys`, whose load failed with `exc`, if the stale policy
@@ -323,9 +326,9 @@ class TtlCache:
         return entry
 
     async def _single_flight(
-        self, key: CacheKey, load: Loader, refresh: bool
+        self, key: CacheKey, load: Loader, refresh: bool, attempts: int | None = None
     ) -> tuple[bytes, bool]:
-        """Join the load in flight for `key`, or start one.
+        """Join the load in flight for `key`, or start one (making at most `attempts`).
 
         A forced refresh never joins: the load in flight may have fetched before a rotation. It
         starts its own, which later callers join and which alone may store its result.
@@ -334,7 +337,7 @@ class TtlCache:
         if pending is not None and not refresh:
             self.metrics.service(key.service).coalesced += 1
             return await asyncio.shield(pending), True
-        future = self._start_load(key, load)
+        future = self._start_load(key, load, attempts)
         return await asyncio.shield(future), False
 
     def _start_load(
@@ -370,7 +373,7 @@ class TtlCache:
             latest = self._inflight.get(key) is future
             if latest and isinstance(exc, NotFound):
                 self._store(key, b"", _copy_error(exc))
-            if isinstance(exc, Throttled) and not isinstance(exc, BackingOff):
+            if isinstance(exc, Throttled):
                 policy = self.policies.get(key.service)
                 if policy is not None:
                     self.throttle.throttled(key, key.service, now, policy.throttle_backoff)

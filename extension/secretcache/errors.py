@@ -94,15 +94,6 @@ class Throttled(SecretcacheError):
     transient = True
 
 
-class BackingOff(Throttled):
-    """AWS throttled this key's last load moments ago; it is not called again until the
-    back-off ends, and there is no value to serve meanwhile."""
-
-    def __init__(self, message: str, *, retry_after: float) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
 class UpstreamError(SecretcacheError):
     status = 502
     error_type = "UpstreamError"

@@ -244,7 +244,7 @@ class Reads:
             if exc.status >= 500:
                 log.warn("request.failed", status=exc.status, errorType=exc.error_type)
             response = error_response(exc, agent=agent)
-            if exc.retry_after is not None:  # backing off after throttling (429)
+            if exc.retry_after is not None:  # throttled: the key's back-off (429)
                 return response._replace(headers=(("Retry-After", retry_after(exc.retry_after)),))
             return response
         except Exception as exc:

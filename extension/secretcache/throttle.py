@@ -22,6 +22,8 @@ from collections.abc import Callable, Hashable
 BACKOFF_BASE_SECONDS = 1.0
 #: How long a service counts as throttled after its last throttled load.
 SERVICE_MEMORY_SECONDS = 10.0
+#: Doublings counted at most (far past any cap: 2 ** 63 s).
+_MAX_DOUBLINGS = 64
 #: Most keys remembered at once (a key's record goes when its back-off ends or it loads).
 MAX_KEYS = 4096
 
@@ -60,7 +62,7 @@ class ThrottleMemory:
         if backoff_max <= 0:
             return 0.0
         record = self._keys.pop(key, None) or _KeyBackoff()
-        record.failures += 1
+        record.failures = min(record.failures + 1, _MAX_DOUBLINGS)  # 2.0 ** 1024 overflows
         step = min(backoff_max, BACKOFF_BASE_SECONDS * 2.0 ** (record.failures - 1))
         seconds = step * (0.5 + 0.5 * self._rand())
         record.until = now + seconds

@@ -10,7 +10,7 @@ import pytest
 from secretcache.backends import MAX_ATTEMPTS, AwsBackends
 from secretcache.cache import CacheKey, Policy, TtlCache
 from secretcache.config import ConfigError, load_config
-from secretcache.errors import AccessDenied, BackingOff, NotFound, Throttled, UpstreamError
+from secretcache.errors import AccessDenied, NotFound, Throttled, UpstreamError
 from secretcache.read_requests import ParameterRead
 from secretcache.reads import Reads, cache_policies
 from secretcache.throttle import (
@@ -73,6 +73,12 @@ def test_backoff_doubles_per_throttled_load_is_capped_and_jittered() -> None:
     assert low.backoff(KEY, 0.5) == 0.0
     low.loaded(KEY)  # an answer starts the doubling again
     assert low.throttled(KEY, "ssm", 1.0, 20.0) == 0.5
+
+
+def test_backoff_stays_at_the_cap_however_long_the_throttling_lasts() -> None:
+    memory = ThrottleMemory(rand=lambda: 1.0)
+    steps = [memory.throttled(KEY, "ssm", 0.0, 300.0) for _ in range(2000)]
+    assert steps[-1] == 300.0  # one attempt per read can refuse a key thousands of times
 
 
 def test_service_memory_is_per_service_and_ends() -> None:
@@ -157,45 +163,88 @@ async def test_throttled_key_backs_off_then_tries_once_more() -> None:
     assert cache.throttle.backoff(KEY, clock()) == 0.0
 
 
-async def test_no_value_during_back_off_is_an_immediate_429_with_retry_after() -> None:
+async def test_no_value_during_back_off_makes_one_attempt_then_429_with_retry_after() -> None:
     clock = FakeClock()
     cache = make_cache(clock, rand=1.0)
-    load = Loader(THROTTLED, b"v")
+    load = AttemptsLoader(THROTTLED, THROTTLED, b"v")
     with pytest.raises(Throttled) as first:
-        await cache.get(KEY, load)
-    assert not isinstance(first.value, BackingOff)  # AWS's own answer, after the retries
+        await cache.get(KEY, load)  # AWS's own answer, after the retries: back-off 1 s
+    assert first.value.retry_after == pytest.approx(1.0)
     clock.advance(0.4)
-    with pytest.raises(BackingOff) as backing_off:
+    with pytest.raises(Throttled) as second:
+        await cache.get(KEY, load)  # tried once, throttled again: back-off 2 s from now
+    assert second.value.status == 429
+    assert second.value.error_type == "ThrottlingException"
+    assert second.value.retry_after == pytest.approx(2.0)
+    assert load.calls == 2 and load.limits == [None, 1]
+    assert cache.throttle.backoff(KEY, clock()) == pytest.approx(2.0)
+    clock.advance(0.5)
+    assert (await cache.get(KEY, load)).body == b"v"  # still backing off: one attempt, answered
+    assert load.calls == 3 and load.limits == [None, 1, 1]
+    assert cache.throttle.backoff(KEY, clock()) == 0.0  # an answer ends the back-off
+    assert THROTTLED.retry_after is None  # the loader's exception is copied, not changed
+
+
+async def test_readers_during_back_off_share_the_one_attempt() -> None:
+    clock = FakeClock()
+    cache = make_cache(clock)
+    with pytest.raises(Throttled):
+        await cache.get(KEY, Loader(THROTTLED))
+    gate = asyncio.Event()
+    limits: list[int | None] = []
+
+    async def load() -> bytes:
+        limits.append(upstream_attempts.get())
+        await gate.wait()
+        return b"v"
+
+    readers = [asyncio.ensure_future(cache.get(KEY, load)) for _ in range(10)]
+    await settle()
+    gate.set()
+    results = await asyncio.gather(*readers)
+    assert limits == [1]
+    assert [r.body for r in results] == [b"v"] * 10
+    assert sorted(r.outcome for r in results) == ["coalesced"] * 9 + ["miss"]
+
+
+async def test_forced_refresh_during_back_off_makes_one_attempt() -> None:
+    clock = FakeClock()
+    cache = make_cache(clock)
+    await expired_entry(cache, clock)
+    load = AttemptsLoader(THROTTLED, THROTTLED, b"new")
+    assert (await cache.get(KEY, load)).outcome == "stale"  # throttled: the key backs off
+    # A forced refresh never takes the stale value first: it asks AWS, once; when that is
+    # throttled too, the read falls back as any failed forced refresh does (stale on error).
+    assert (await cache.get(KEY, load, refresh=True)).outcome == "stale"
+    assert load.calls == 2 and load.limits == [None, 1]
+    lookup = await cache.get(KEY, load, refresh=True)
+    assert (lookup.body, lookup.outcome) == (b"new", "refresh")
+    assert load.limits == [None, 1, 1]
+
+
+async def test_stale_beyond_max_stale_during_back_off_makes_one_attempt() -> None:
+    clock = FakeClock()
+    cache = make_cache(clock, max_stale=1.2)
+    await expired_entry(cache, clock)  # 1 s past the TTL
+    load = AttemptsLoader(THROTTLED, THROTTLED)
+    assert (await cache.get(KEY, load)).outcome == "stale"
+    clock.advance(0.3)  # 1.3 s past the TTL, in the 0.5 s back-off
+    with pytest.raises(Throttled) as refused:
         await cache.get(KEY, load)
-    assert backing_off.value.status == 429
-    assert backing_off.value.error_type == "ThrottlingException"
-    assert backing_off.value.retry_after == pytest.approx(0.6)
-    assert load.calls == 1
-    clock.advance(0.6)
-    assert (await cache.get(KEY, load)).body == b"v"  # after the back-off: loaded as usual
-    assert load.calls == 2
+    assert refused.value.retry_after == pytest.approx(1.0)  # the second back-off: 2 s x 0.5
+    assert load.limits == [None, 1]
 
 
-async def test_forced_refresh_during_back_off_is_refused_not_stale() -> None:
+async def test_stale_value_during_back_off_is_served_without_a_call() -> None:
     clock = FakeClock()
     cache = make_cache(clock)
     await expired_entry(cache, clock)
     load = Loader(THROTTLED)
-    await cache.get(KEY, load)
-    with pytest.raises(BackingOff):
-        await cache.get(KEY, load, refresh=True)
-    assert load.calls == 1
-
-
-async def test_stale_beyond_max_stale_is_not_served_during_back_off() -> None:
-    clock = FakeClock()
-    cache = make_cache(clock, max_stale=1.2)
-    await expired_entry(cache, clock)  # 1 s past the TTL
-    load = Loader(THROTTLED)
     assert (await cache.get(KEY, load)).outcome == "stale"
-    clock.advance(0.3)  # 1.3 s past the TTL, in the 0.5 s back-off
-    with pytest.raises(BackingOff):
-        await cache.get(KEY, load)
+    for _ in range(5):
+        assert (await cache.get(KEY, load)).outcome == "stale"
+    await settle()
+    assert load.calls == 1
 
 
 @pytest.mark.parametrize("error", [NotFound("gone"), AccessDenied("no")])
@@ -297,7 +346,7 @@ class ThrottlingUpstream:
         raise THROTTLED
 
 
-async def test_backing_off_response_carries_retry_after() -> None:
+async def test_throttled_response_carries_the_back_off_as_retry_after() -> None:
     clock = FakeClock()
     config = load_config(ENV)
     cache = TtlCache(
@@ -311,13 +360,13 @@ async def test_backing_off_response_carries_retry_after() -> None:
     reads = Reads(config, cache, upstream)  # type: ignore[arg-type]
     read = ParameterRead("/app/db")
     first = await reads.respond(read)
-    assert first.status == 429 and dict(first.headers).get("Retry-After") is None
+    assert first.status == 429 and dict(first.headers) == {"Retry-After": "1"}
     clock.advance(0.25)
-    second = await reads.respond(read)
+    second = await reads.respond(read)  # during the back-off: one more attempt, throttled
     assert second.status == 429
-    assert dict(second.headers) == {"Retry-After": "1"}
-    assert b"ThrottlingException" in second.body and b"not asked again" in second.body
-    assert upstream.calls == 1
+    assert dict(second.headers) == {"Retry-After": "2"}
+    assert b"ThrottlingException" in second.body
+    assert upstream.calls == 2
 
 
 class ThrottledClientError(Exception):
