@@ -12,10 +12,12 @@ chunk: all its items), else the handler gets a 429.
 Throttle memory (extension/secretcache/throttle.py; single reads, `throttle_backoff` > 0): a
 load that ends throttled backs its key off for min(max, base x 2^(k-1)) x (0.5 + 0.5 U) after
 the k-th such load in a row, and marks its API throttled for `service_memory` seconds. Reads of
-the key during the back-off make no call: stale if allowed, else an immediate 429. The first
-read after it, while the API is still marked, is served stale at once and refreshes in the
-background with a single attempt (STALE_FIRST); once the mark has gone, a read waits through
-the usual retries. A refresh-ahead while the API is marked also makes a single attempt.
+the key during the back-off that may be served stale make no call; a read with no value to
+serve makes one attempt (no retries), which when throttled is a 429 and grows the back-off.
+The first read after the back-off, while the API is still marked, is served stale at once and
+refreshes in the background with a single attempt (STALE_FIRST); once the mark has gone, a read
+waits through the usual retries. A refresh-ahead while the API is marked also makes a single
+attempt.
 
 How it stays fast at 10,000 sandboxes over a day:
 - Event skipping: invocations are a Poisson process per sandbox, so the time of the next read
@@ -559,6 +561,7 @@ def _advance(
         ch.expiry[idx] = np.where(refill, done[:, None] + life, exp)
         waited += float(ch.slots[idx][ph == MISS].sum())
         ch.bo_fail[idx] = 0
+        ch.bo_until[idx] = -np.inf
         blocking = (ph != REFRESH) & (ph != STALE_FIRST)
         np.maximum.at(busy, ch.sandbox[idx[blocking]], done[blocking])
         _schedule_after_store(ch, idx, done, fleet, policy, rng)
@@ -572,9 +575,12 @@ def _advance(
             policy.backoff_cap, policy.backoff_base * 2.0**attempt
         )
         t_retry = t_bad + fleet.throttled_latency + backoff
-        # A background load while the API is marked throttled makes one attempt.
-        single_attempt = (ph == STALE_FIRST) | (
-            (ph == REFRESH) & ch.backs_off[idx] & (svc_until[ch.api[idx]] > t_bad)
+        # A background load while the API is marked throttled makes one attempt, and so does a
+        # read that found its key backing off (it had no value to serve: see _back_off).
+        single_attempt = (
+            (ph == STALE_FIRST)
+            | ((ph == REFRESH) & ch.backs_off[idx] & (svc_until[ch.api[idx]] > t_bad))
+            | ((ph == MISS) & ch.backs_off[idx] & (ch.first_try[idx] < ch.bo_until[idx]))
         )
         limit = np.where(single_attempt, 1, policy.max_attempts)
         retry = (attempt < limit) & (t_retry < ch.first_try[idx] + policy.timeout)
@@ -634,12 +640,13 @@ def _back_off(
     rng: np.random.Generator,
     svc_until: np.ndarray,
 ) -> tuple[float, float]:
-    """Loads that ended throttled, with throttle memory: back the keys off, mark their APIs, and
-    count the reads answered without a call until each back-off ends (stale where allowed, else
-    429); the next event is the first read after it. Returns (stale, failed) reads."""
+    """Loads that ended throttled, with throttle memory: back the keys off and mark their APIs.
+    Keys with a stale value to serve: the reads until the back-off ends are counted stale without
+    a call and the next event is the first read after it. Keys without: the next event is their
+    next read, which makes one attempt if it falls in the back-off. Returns (stale, failed)."""
     lam = fleet.per_sandbox_rate
     t_end = tg + fleet.throttled_latency
-    fails = ch.bo_fail[g] + 1
+    fails = np.minimum(ch.bo_fail[g] + 1, 64)  # as the extension: 2.0 ** 1024 overflows
     ch.bo_fail[g] = fails
     step = np.minimum(
         policy.throttle_backoff, policy.throttle_backoff_base * 2.0 ** (fails - 1).astype(float)
@@ -656,13 +663,14 @@ def _back_off(
     waiting = pg == MISS
     stale = float((waiting & allowed).sum())
     failed = float(slots[waiting & ~allowed].sum())
-    # Reads during the back-off (a fresh entry's are hits until it expires).
+    # Reads during the back-off served stale (a fresh entry's are hits until it expires).
     start = np.where(pg == REFRESH, np.maximum(earliest, t_end), t_end)
     n = rng.poisson(lam * np.maximum(0.0, until - start)) if lam > 0 else np.zeros(len(g))
     stale += float(n[allowed].sum())
-    failed += float((n * slots)[~allowed].sum())
     gap = rng.exponential(1.0 / lam, len(g)) if lam > 0 else np.full(len(g), np.inf)
-    nxt = until + gap
+    # Without a stale value, the first read that matters: a miss (one attempt while the back-off
+    # lasts) once the entry has expired, or a refresh-ahead hit once the back-off is over.
+    nxt = np.where(allowed, until, np.maximum(t_end, np.minimum(until, earliest))) + gap
     ch.phase[g] = np.where(ch.refresh_ahead[g] & (nxt < earliest), REFRESH, MISS)
     ch.next_t[g] = nxt
     ch.first_try[g] = nxt

@@ -181,6 +181,17 @@ def test_throttle_memory_ends_the_retry_storm_without_failing_more_warm_reads() 
     assert after.waited < before.waited
 
 
+def test_cold_reads_during_a_back_off_each_make_one_attempt() -> None:
+    """A cold-start burst over the limit (no value to serve): every failed read made an attempt
+    of its own (one, when its key was backing off), so failed reads never outnumber throttled
+    attempts, and some reads during a back-off get through."""
+    fleet = Fleet(sandboxes=200, shape="burst", invocations_per_second=200, horizon=120.0)
+    result = simulate(fleet, Policy(), Limits(ssm_tps=5.0), seed=1, dt=0.1)
+    throttled = float(result.throttled[API_SSM].sum())
+    assert result.failed > 0
+    assert result.failed <= throttled
+
+
 @pytest.mark.parametrize(
     "args", [["--sandboxes", "0"], ["--hours", "-1"], ["--jitter", "1.5"], ["--ssm-ttl", "-5"]]
 )
