@@ -30,6 +30,7 @@ COMPARISON = (
     Policy("ttl-3600", ssm_ttl=3600, sm_ttl=3600),
     Policy("ttl-3600+prefetch", ssm_ttl=3600, sm_ttl=3600, prefetch=True),
     Policy("no-cache", ssm_ttl=0, sm_ttl=0),
+    Policy("no-throttle-memory", throttle_backoff=0.0),
 )
 
 _POLICY_OPTIONS = (
@@ -41,6 +42,7 @@ _POLICY_OPTIONS = (
     "batch",
     "max_stale",
     "not_found_ttl",
+    "throttle_backoff",
 )
 
 
@@ -93,9 +95,21 @@ def parser() -> argparse.ArgumentParser:
     pol.add_argument("--batch", action="store_true", default=None)
     pol.add_argument("--max-stale", type=float, help="0 turns stale-on-error off")
     pol.add_argument("--not-found-ttl", type=float)
+    pol.add_argument(
+        "--throttle-backoff",
+        type=float,
+        help="SECRETCACHE_THROTTLE_BACKOFF_SECONDS; 0: every read of an expired item retries",
+    )
     out = p.add_argument_group("output")
     out.add_argument("--plot", type=Path, default=DEFAULT_PLOT)
     out.add_argument("--seed", type=int, default=1)
+    out.add_argument(
+        "--dt",
+        type=float,
+        default=None,
+        help="time step, seconds (default 1 over 4 h, else 0.1; in an overload 0.1 is closer: "
+        "in a 1 s step a retry early in the step passes the bucket before calls made later)",
+    )
     out.add_argument("--jobs", type=int, default=2, help="policies simulated in parallel")
     val = p.add_argument_group("validation against real extension processes")
     val.add_argument("--validate", action="store_true", help="run the full validation instead")
@@ -131,9 +145,9 @@ def policies_from(args: argparse.Namespace) -> tuple[Policy, ...]:
     return (Policy("defaults"), Policy("yours", **chosen))
 
 
-def _run(job: tuple[Fleet, Policy, Limits, int]) -> Result:
-    fleet, policy, limits, seed = job
-    return simulate(fleet, policy, limits, seed=seed)
+def _run(job: tuple[Fleet, Policy, Limits, int, float | None]) -> Result:
+    fleet, policy, limits, seed, dt = job
+    return simulate(fleet, policy, limits, seed=seed, dt=dt)
 
 
 def _check(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -145,11 +159,14 @@ def _check(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     not_negative = (
         "invocations", "ssm_items", "sm_items", "missing_items", "spread", "event_at",
         "ssm_ttl", "sm_ttl", "jitter", "refresh_ahead", "max_stale", "not_found_ttl",
+        "throttle_backoff",
     )  # fmt: skip
     for name in not_negative:
         value = getattr(args, name)
         if value is not None and value < 0:
             p.error(f"--{name.replace('_', '-')} must not be negative")
+    if args.dt is not None and not 0 < args.dt <= 1:
+        p.error("--dt must be more than 0 and at most 1")
     if args.hours is not None and args.hours <= 0:
         p.error("--hours must be more than 0")
     if not 0 <= args.trough <= 1:
@@ -180,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         ssm_higher_throughput=args.higher_throughput,
     )
     started = time.monotonic()
-    jobs = [(fleet, p, limits, args.seed) for p in policies]
+    jobs = [(fleet, p, limits, args.seed, args.dt) for p in policies]
     if args.jobs > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
             results = list(pool.map(_run, jobs))

@@ -12,6 +12,8 @@ from secretcache.backends import BACKOFF_BASE_SECONDS, BACKOFF_CAP_SECONDS, MAX_
 from secretcache.cache import REFRESH_AHEAD_FRACTION, TTL_JITTER_FRACTION
 from secretcache.config import Config
 from secretcache.reads import SECRETS_BATCH_LIMIT, SSM_BATCH_LIMIT
+from secretcache.throttle import BACKOFF_BASE_SECONDS as THROTTLE_BACKOFF_BASE
+from secretcache.throttle import SERVICE_MEMORY_SECONDS
 
 _DEFAULTS = Config()
 
@@ -57,6 +59,11 @@ class Policy:
     backoff_cap: float = BACKOFF_CAP_SECONDS
     ssm_batch_limit: int = SSM_BATCH_LIMIT
     sm_batch_limit: int = SECRETS_BATCH_LIMIT
+    #: SECRETCACHE_THROTTLE_BACKOFF_SECONDS: the longest back-off after throttled loads of a key
+    #: (single reads; batch reads do not back off); 0 = every read retries (before it existed).
+    throttle_backoff: float = float(_DEFAULTS.throttle_backoff_seconds)
+    throttle_backoff_base: float = THROTTLE_BACKOFF_BASE
+    service_memory: float = SERVICE_MEMORY_SECONDS
 
     def describe(self) -> str:
         """The settings that differ from the extension's defaults, as `name=value`."""

@@ -9,6 +9,16 @@ call is retried with full-jitter backoff up to MAX_ATTEMPTS within the timeout; 
 failure the read is served stale if its entries expired less than `max_stale` ago (a batch
 chunk: all its items), else the handler gets a 429.
 
+Throttle memory (extension/secretcache/throttle.py; single reads, `throttle_backoff` > 0): a
+load that ends throttled backs its key off for min(max, base x 2^(k-1)) x (0.5 + 0.5 U) after
+the k-th such load in a row, and marks its API throttled for `service_memory` seconds. Reads of
+the key during the back-off that may be served stale make no call; a read with no value to
+serve makes one attempt (no retries), which when throttled is a 429 and grows the back-off.
+The first read after the back-off, while the API is still marked, is served stale at once and
+refreshes in the background with a single attempt (STALE_FIRST); once the mark has gone, a read
+waits through the usual retries. A refresh-ahead while the API is marked also makes a single
+attempt.
+
 How it stays fast at 10,000 sandboxes over a day:
 - Event skipping: invocations are a Poisson process per sandbox, so the time of the next read
   that matters (the first one inside the refresh window, or the first after expiry) is drawn
@@ -35,7 +45,7 @@ from .population import Population, build_population
 
 N_API = 3
 COARSE_ABOVE = 2000
-PREFETCH, MISS, REFRESH = 0, 1, 2
+PREFETCH, MISS, REFRESH, STALE_FIRST = 0, 1, 2, 3
 
 
 @dataclass
@@ -75,6 +85,9 @@ class _Chains:
     ttl: np.ndarray
     refresh_ahead: np.ndarray  # bool
     single: np.ndarray  # bool: stale-on-error applies (single reads and batch chunks)
+    backs_off: np.ndarray  # bool: throttle memory applies (single reads, with the setting on)
+    bo_until: np.ndarray  # end of the key's back-off
+    bo_fail: np.ndarray  # throttled loads in a row
     slots: np.ndarray  # items in the group
     expiry: np.ndarray  # (chains, max_slots); -inf empty, +inf unused slot
     phase: np.ndarray
@@ -87,10 +100,11 @@ def _build_chains(
     pop: Population, fleet: Fleet, policy: Policy, rng: np.random.Generator
 ) -> tuple[_Chains, dict[int, float]]:
     """Chains for the cached items, and items per invocation per API read without a cache."""
-    # api, pre_api, ttl, refresh-ahead, single, items, prefetch calls
-    groups: list[tuple[int, int, float, bool, bool, int, int]] = []
+    # api, pre_api, ttl, refresh-ahead, stale-on-error, items, prefetch calls, backs off
+    groups: list[tuple[int, int, float, bool, bool, int, int, bool]] = []
     uncached: dict[int, float] = {}
     ra = policy.refresh_ahead > 0
+    backs = policy.throttle_backoff > 0
 
     def add(count: int, ttl: float, single_api: int, batch_api: int, limit: int) -> None:
         """Chains for `count` items. The prefetch (prefetch.py) reads two or more items in batch
@@ -108,11 +122,12 @@ def _build_chains(
             left = count
             while left > 0:
                 n = min(left, limit)
-                groups.append((batch_api, pre_api, ttl, ra, True, n, 1))
+                groups.append((batch_api, pre_api, ttl, ra, True, n, 1, False))
                 left -= n
         else:
             groups.extend(
-                (single_api, pre_api, ttl, ra, True, 1, int(i % limit == 0)) for i in range(count)
+                (single_api, pre_api, ttl, ra, True, 1, int(i % limit == 0), backs)
+                for i in range(count)
             )
 
     add(fleet.ssm_items, policy.ssm_ttl, API_SSM, API_SSM, policy.ssm_batch_limit)
@@ -121,7 +136,7 @@ def _build_chains(
         if policy.not_found_ttl > 0:
             # Not-found answers are cached like values but never refreshed ahead or served stale.
             groups.extend(
-                (API_SSM, API_SSM, policy.not_found_ttl, False, False, 1, 1)
+                (API_SSM, API_SSM, policy.not_found_ttl, False, False, 1, 1, backs)
                 for _ in range(fleet.missing_items)
             )
         else:
@@ -130,7 +145,7 @@ def _build_chains(
     n_sb, n_g = len(pop), len(groups)
     sandbox = np.repeat(np.arange(n_sb), n_g)
     g = np.tile(np.arange(n_g), n_sb)
-    table = np.array(groups, dtype=np.float64).reshape(n_g, 7) if n_g else np.zeros((0, 7))
+    table = np.array(groups, dtype=np.float64).reshape(n_g, 8) if n_g else np.zeros((0, 8))
     slots = table[g, 5].astype(np.int64)
     max_slots = int(slots.max()) if len(slots) else 1
     c = len(sandbox)
@@ -144,6 +159,9 @@ def _build_chains(
         ttl=table[g, 2],
         refresh_ahead=table[g, 3].astype(bool),
         single=table[g, 4].astype(bool),
+        backs_off=table[g, 7].astype(bool),
+        bo_until=np.full(c, -np.inf),
+        bo_fail=np.zeros(c, np.int64),
         slots=slots,
         expiry=expiry,
         phase=np.full(c, PREFETCH if policy.prefetch else MISS, np.int8),
@@ -245,6 +263,7 @@ def simulate(
     win_end = -np.inf
     pending = _Pending()
     busy = np.zeros(len(pop))  # until when each sandbox's handler is waiting on AWS
+    svc_until = np.full(N_API, -np.inf)  # until when each API counts as throttled (memory)
 
     for step in range(steps):
         t0 = step * dt
@@ -294,6 +313,16 @@ def simulate(
             due, times = due[~later], times[~later]
         events += len(due)
         phase = ch.phase[due]
+        if policy.throttle_backoff > 0 and len(due):
+            # An expired key's read while its API is marked throttled: stale at once, and one
+            # background attempt instead of the handler waiting through retries.
+            first = (phase == MISS) & ch.backs_off[due] & (ch.attempt[due] == 0)
+            first &= svc_until[ch.api[due]] > times
+            if first.any():
+                first &= _can_stale(ch, due, times, policy)
+                phase[first] = STALE_FIRST
+                ch.phase[due[first]] = STALE_FIRST
+                totals["stale"] += float(first.sum())
         api = np.where(phase == PREFETCH, ch.pre_api[due], ch.api[due])
         ncalls = np.where(phase == PREFETCH, ch.pre_calls[due], 1)
         ok = np.ones(len(due), bool)
@@ -353,6 +382,7 @@ def simulate(
                 totals,
                 coarse,
                 busy,
+                svc_until,
             )
     item_reads = (fleet.ssm_items + fleet.sm_items + fleet.missing_items) * lam * live.sum() * dt
     return Result(
@@ -522,6 +552,7 @@ def _advance(
     totals: dict[str, float],
     coarse: bool,
     busy: np.ndarray,
+    svc_until: np.ndarray,
 ) -> None:
     """Apply the answers of one step's calls to their chains and count what handlers saw."""
     lam = fleet.per_sandbox_rate
@@ -537,7 +568,9 @@ def _advance(
         done = t_ok + fleet.latency
         ch.expiry[idx] = np.where(refill, done[:, None] + life, exp)
         waited += float(ch.slots[idx][ph == MISS].sum())
-        blocking = ph != REFRESH
+        ch.bo_fail[idx] = 0
+        ch.bo_until[idx] = -np.inf
+        blocking = (ph != REFRESH) & (ph != STALE_FIRST)
         np.maximum.at(busy, ch.sandbox[idx[blocking]], done[blocking])
         _schedule_after_store(ch, idx, done, fleet, policy, rng)
     # Throttled: back off and retry, or give up.
@@ -550,16 +583,31 @@ def _advance(
             policy.backoff_cap, policy.backoff_base * 2.0**attempt
         )
         t_retry = t_bad + fleet.throttled_latency + backoff
-        retry = (attempt < policy.max_attempts) & (t_retry < ch.first_try[idx] + policy.timeout)
+        # A background load while the API is marked throttled makes one attempt, and so does a
+        # read that found its key backing off (it had no value to serve: see _back_off).
+        single_attempt = (
+            (ph == STALE_FIRST)
+            | ((ph == REFRESH) & ch.backs_off[idx] & (svc_until[ch.api[idx]] > t_bad))
+            | ((ph == MISS) & ch.backs_off[idx] & (ch.first_try[idx] < ch.bo_until[idx]))
+        )
+        limit = np.where(single_attempt, 1, policy.max_attempts)
+        retry = (attempt < limit) & (t_retry < ch.first_try[idx] + policy.timeout)
         ch.attempt[idx] = attempt
         ch.next_t[idx] = np.where(retry, t_retry, ch.next_t[idx])
-        blocking = ph != REFRESH
+        blocking = (ph != REFRESH) & (ph != STALE_FIRST)
         np.maximum.at(
             busy,
             ch.sandbox[idx[blocking]],
             np.where(retry, t_retry, t_bad + fleet.throttled_latency)[blocking],
         )
-        give = ~retry
+        backs = ~retry & ch.backs_off[idx]
+        if backs.any():
+            s_, f_ = _back_off(
+                ch, idx[backs], t_bad[backs], ph[backs], fleet, policy, rng, svc_until
+            )
+            stale += s_
+            failed += f_
+        give = ~retry & ~ch.backs_off[idx]
         g, tg, pg = idx[give], t_bad[give], ph[give]
         if len(g):
             earliest = ch.expiry[g].min(axis=1)
@@ -588,3 +636,51 @@ def _advance(
     totals["waited"] += waited
     totals["failed"] += failed
     totals["stale"] += stale
+
+
+def _back_off(
+    ch: _Chains,
+    g: np.ndarray,
+    tg: np.ndarray,
+    pg: np.ndarray,
+    fleet: Fleet,
+    policy: Policy,
+    rng: np.random.Generator,
+    svc_until: np.ndarray,
+) -> tuple[float, float]:
+    """Loads that ended throttled, with throttle memory: back the keys off and mark their APIs.
+    Keys with a stale value to serve: the reads until the back-off ends are counted stale without
+    a call and the next event is the first read after it. Keys without: the next event is their
+    next read, which makes one attempt if it falls in the back-off. Returns (stale, failed)."""
+    lam = fleet.per_sandbox_rate
+    t_end = tg + fleet.throttled_latency
+    fails = np.minimum(ch.bo_fail[g] + 1, 64)  # as the extension: 2.0 ** 1024 overflows
+    ch.bo_fail[g] = fails
+    step = np.minimum(
+        policy.throttle_backoff, policy.throttle_backoff_base * 2.0 ** (fails - 1).astype(float)
+    )
+    until = t_end + step * (0.5 + 0.5 * rng.random(len(g)))
+    ch.bo_until[g] = until
+    api = ch.api[g]
+    for a in np.unique(api):
+        svc_until[a] = max(svc_until[a], float(t_end[api == a].max()) + policy.service_memory)
+    earliest = ch.expiry[g].min(axis=1)
+    allowed = _can_stale(ch, g, tg, policy)
+    slots = ch.slots[g]
+    # The read that waited for this load (a miss) gets its answer now.
+    waiting = pg == MISS
+    stale = float((waiting & allowed).sum())
+    failed = float(slots[waiting & ~allowed].sum())
+    # Reads during the back-off served stale (a fresh entry's are hits until it expires).
+    start = np.where(pg == REFRESH, np.maximum(earliest, t_end), t_end)
+    n = rng.poisson(lam * np.maximum(0.0, until - start)) if lam > 0 else np.zeros(len(g))
+    stale += float(n[allowed].sum())
+    gap = rng.exponential(1.0 / lam, len(g)) if lam > 0 else np.full(len(g), np.inf)
+    # Without a stale value, the first read that matters: a miss (one attempt while the back-off
+    # lasts) once the entry has expired, or a refresh-ahead hit once the back-off is over.
+    nxt = np.where(allowed, until, np.maximum(t_end, np.minimum(until, earliest))) + gap
+    ch.phase[g] = np.where(ch.refresh_ahead[g] & (nxt < earliest), REFRESH, MISS)
+    ch.next_t[g] = nxt
+    ch.first_try[g] = nxt
+    ch.attempt[g] = 0
+    return stale, failed

@@ -30,6 +30,7 @@ from .errors import (
 )
 from .log import log
 from .roles import DEFAULT_MAX_ROLES, MANDATORY_REFRESH_SECONDS, RoleRegistry, session_name
+from .throttle import upstream_attempts
 
 SERVICES = ("secretsmanager", "ssm", "kms")
 #: STS: only AssumeRole, for reads through a role (`roleArn`); not counted in /metrics.
@@ -349,7 +350,8 @@ class AwsBackends:
         """One AWS operation, retried on transient errors within the service's timeout.
 
         `region` (another region's ARN) and `role_arn` (a role to assume) pick the client; None
-        is the function's own region and credentials.
+        is the function's own region and credentials. At most MAX_ATTEMPTS attempts, or what
+        `throttle.upstream_attempts` allows (a background refresh while AWS throttles: one).
         """
         client = await self._client(service, region, role_arn)
         if role_arn:
@@ -361,6 +363,7 @@ class AwsBackends:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeouts[service]
         semaphore = self._semaphores[service]
+        max_attempts = upstream_attempts.get() or MAX_ATTEMPTS
         attempt = 0
         while True:
             remaining = deadline - loop.time()
@@ -381,7 +384,7 @@ class AwsBackends:
                 if (
                     not error.transient
                     or isinstance(error, UpstreamTimeout)
-                    or attempt >= MAX_ATTEMPTS
+                    or attempt >= max_attempts
                 ):
                     raise error from None
                 backoff = self._rand() * min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2**attempt)

@@ -7,6 +7,7 @@ loaders are coroutines returning bytes or raising `SecretcacheError`.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import copy
 import random
 import time
@@ -14,9 +15,10 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import NamedTuple
 
-from .errors import NotFound, SecretcacheError
+from .errors import NotFound, SecretcacheError, Throttled
 from .metrics import Metrics
 from .service import Service
+from .throttle import ThrottleMemory, upstream_attempts
 
 Loader = Callable[[], Awaitable[bytes]]
 #: Fixed per-entry overhead counted against the byte bound (key, entry object, dict slot).
@@ -30,6 +32,10 @@ TTL_JITTER_FRACTION = 0.1
 #: snapshot (or stood still with its monotonic clock stopped): far above NTP's slewing and the
 #: scheduling noise between the two clock reads, far below the shortest snapshot-to-restore time.
 RESTORE_JUMP_SECONDS = 1.0
+
+
+#: The reason logged when an expired value is served without asking AWS (it throttled recently).
+_RECENTLY_THROTTLED = Throttled("served without asking AWS: it throttled recently")
 
 
 def _copy_error(error: SecretcacheError) -> SecretcacheError:
@@ -51,6 +57,9 @@ class Policy(NamedTuple):
     jitter: float = TTL_JITTER_FRACTION
     #: Share of the TTL at the end of an entry's life in which a hit refreshes in the background.
     refresh_ahead: float = REFRESH_AHEAD_FRACTION
+    #: Longest back-off after throttled loads of a key (`throttle`); 0 = none, every read of an
+    #: expired key waits through the backends' retries as it did before.
+    throttle_backoff: float = 0.0
 
 
 class CacheKey(NamedTuple):
@@ -160,6 +169,8 @@ class TtlCache:
         self.on_clock_jump: Callable[[float], None] | None = None
         self._rand = rand
         self._on_stale = on_stale
+        #: Throttled loads: per service (serve stale first) and per key (back off).
+        self.throttle = ThrottleMemory(rand)
         self._entries: OrderedDict[CacheKey, _Entry] = OrderedDict()
         self._inflight: dict[CacheKey, asyncio.Future[bytes]] = {}
         self._background: set[asyncio.Task[None]] = set()
@@ -202,7 +213,12 @@ class TtlCache:
             return None
         self._entries.move_to_end(key)
         self.metrics.service(key.service).hits += 1
-        if load is not None and now >= entry.refresh_from and key not in self._inflight:
+        if (
+            load is not None
+            and now >= entry.refresh_from
+            and key not in self._inflight
+            and not self.throttle.backoff(key, now)
+        ):
             self._refresh_in_background(key, load)
         return entry.body
 
@@ -231,15 +247,44 @@ class TtlCache:
             stats.refreshes += 1
         else:
             stats.misses += 1
+        policy = self.policies[key.service]
+        attempts = None
+        if policy.throttle_backoff > 0:
+            backing_off = self.throttle.backoff(key, now) > 0
+            throttled = self._while_throttled(key, load, now, refresh, backing_off)
+            if throttled is not None:
+                return throttled
+            if backing_off:  # no value to serve: one attempt, the back-off is the retry
+                attempts = 1
         try:
-            body, coalesced = await self._single_flight(key, load, refresh)
+            body, coalesced = await self._single_flight(key, load, refresh, attempts)
         except SecretcacheError as exc:
             stale = self.stale([key], exc)
-            if stale is None:
-                raise
-            return stale[0]
+            if stale is not None:
+                return stale[0]
+            wait = self.throttle.backoff(key, self.clock())
+            if isinstance(exc, Throttled) and wait > 0:  # Retry-After: the key's back-off
+                throttled_error = _copy_error(exc)
+                throttled_error.retry_after = wait
+                raise throttled_error from None
+            raise
         outcome = "coalesced" if coalesced else ("refresh" if refresh else "miss")
         return Lookup(body, outcome, 0.0)
+
+    def _while_throttled(
+        self, key: CacheKey, load: Loader, now: float, refresh: bool, backing_off: bool
+    ) -> Lookup | None:
+        """A read of an expired (or missing) entry while AWS has been throttling: the stale value
+        at once, with one background refresh unless the key is backing off; None when there is
+        no value to serve (a forced refresh has none) and the read loads."""
+        if refresh or not (backing_off or self.throttle.service_throttled(key.service, now)):
+            return None
+        stale = self.stale([key], _RECENTLY_THROTTLED)
+        if stale is None:
+            return None
+        if not backing_off and key not in self._inflight:
+            self._refresh_in_background(key, load)
+        return stale[0]
 
     def stale(self, keys: Sequence[CacheKey], exc: SecretcacheError) -> list[Lookup] | None:
         """The last good bodies of `keys`, whose load failed with `exc`, if the stale policy
@@ -281,9 +326,9 @@ class TtlCache:
         return entry
 
     async def _single_flight(
-        self, key: CacheKey, load: Loader, refresh: bool
+        self, key: CacheKey, load: Loader, refresh: bool, attempts: int | None = None
     ) -> tuple[bytes, bool]:
-        """Join the load in flight for `key`, or start one.
+        """Join the load in flight for `key`, or start one (making at most `attempts`).
 
         A forced refresh never joins: the load in flight may have fetched before a rotation. It
         starts its own, which later callers join and which alone may store its result.
@@ -292,16 +337,25 @@ class TtlCache:
         if pending is not None and not refresh:
             self.metrics.service(key.service).coalesced += 1
             return await asyncio.shield(pending), True
-        future = self._start_load(key, load)
+        future = self._start_load(key, load, attempts)
         return await asyncio.shield(future), False
 
-    def _start_load(self, key: CacheKey, load: Loader) -> asyncio.Future[bytes]:
+    def _start_load(
+        self, key: CacheKey, load: Loader, attempts: int | None = None
+    ) -> asyncio.Future[bytes]:
+        """Start loading `key`; `attempts` limits the upstream attempts the load may make."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bytes] = loop.create_future()
         # Nobody may be left awaiting (all callers cancelled): mark the exception as seen.
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._inflight[key] = future
-        task = loop.create_task(self._run_load(key, load, future))
+        coroutine = self._run_load(key, load, future)
+        if attempts is None:
+            task = loop.create_task(coroutine)
+        else:  # a task copies the context it is created in: the limit holds for this load only
+            context = contextvars.copy_context()
+            context.run(upstream_attempts.set, attempts)
+            task = context.run(loop.create_task, coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         return future
@@ -315,10 +369,16 @@ class TtlCache:
         try:
             body = await load()
         except SecretcacheError as exc:
-            self.clock()  # a restore first seen by this read supersedes the load (expire_all)
+            now = self.clock()  # a restore first seen by this read supersedes the load
             latest = self._inflight.get(key) is future
             if latest and isinstance(exc, NotFound):
                 self._store(key, b"", _copy_error(exc))
+            if isinstance(exc, Throttled):
+                policy = self.policies.get(key.service)
+                if policy is not None:
+                    self.throttle.throttled(key, key.service, now, policy.throttle_backoff)
+            else:
+                self.throttle.loaded(key)
             if not future.done():
                 future.set_exception(exc)
         except asyncio.CancelledError:
@@ -330,6 +390,7 @@ class TtlCache:
                 future.set_exception(exc)
         else:
             self.clock()  # a restore first seen by this read supersedes the load (expire_all)
+            self.throttle.loaded(key)
             if self._inflight.get(key) is future:  # a newer (forced) load supersedes this one
                 self._store(key, body, None)
             if not future.done():
@@ -369,8 +430,11 @@ class TtlCache:
             self._store(key, body, None)
 
     def _refresh_in_background(self, key: CacheKey, load: Loader) -> None:
+        """One load nobody waits for. While the service is being throttled it makes a single
+        attempt: the key's back-off between loads is its retry."""
         self.metrics.service(key.service).refreshes += 1
-        self._start_load(key, load)
+        throttled = self.throttle.service_throttled(key.service, self.clock())
+        self._start_load(key, load, 1 if throttled else None)
 
     def _ttl(self, key: CacheKey) -> float:
         policy = self.policies.get(key.service)

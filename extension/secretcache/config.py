@@ -102,6 +102,8 @@ class Config:
     kms_timeout: float = DEFAULT_UPSTREAM_TIMEOUT_SECONDS
     max_stale_seconds: int = 3600
     not_found_ttl: int = 0
+    #: Longest back-off (seconds) after throttled loads of one item; 0 = no throttle memory.
+    throttle_backoff_seconds: int = 20
     max_client_connections: int = 256
     #: Seconds for a request head (and a request body) to arrive once its first byte has.
     request_timeout: float = 10.0
@@ -168,6 +170,7 @@ class Config:
             },
             "maxStaleSeconds": self.max_stale_seconds,
             "notFoundTtlSeconds": self.not_found_ttl,
+            "throttleBackoffSeconds": self.throttle_backoff_seconds,
             "maxClientConnections": self.max_client_connections,
             "requestTimeoutSeconds": self.request_timeout,
             "tokenSource": self.token_source,
@@ -378,6 +381,7 @@ def load_config(env: Mapping[str, str]) -> Config:
         kms_timeout=_timeout(env, "SECRETCACHE_KMS_TIMEOUT_MILLIS"),
         max_stale_seconds=_int(env, "SECRETCACHE_MAX_STALE_SECONDS", 3600, 0, 7 * MAX_TTL_SECONDS),
         not_found_ttl=_int(env, "SECRETCACHE_NOT_FOUND_TTL", 0, 0, MAX_TTL_SECONDS),
+        throttle_backoff_seconds=_int(env, "SECRETCACHE_THROTTLE_BACKOFF_SECONDS", 20, 0, 300),
         max_client_connections=_int(env, "SECRETCACHE_MAX_CLIENT_CONNECTIONS", 256, 1, 65535),
         request_timeout=_int(env, "SECRETCACHE_REQUEST_TIMEOUT_MILLIS", 10_000, 100, 600_000)
         / 1000.0,

@@ -18,6 +18,8 @@ class SecretcacheError(Exception):
     error_type: str = "InternalError"
     #: Whether a retry (or a stale value) may help: throttling, 5xx, timeouts, connection failures.
     transient: bool = False
+    #: Seconds after which asking again may succeed (sent as Retry-After); None when unknown.
+    retry_after: float | None = None
 
     def __init__(self, message: str, *, error_type: str | None = None) -> None:
         super().__init__(message)

@@ -35,6 +35,7 @@ from .read_requests import (
 )
 from .rotation import RotationWatch
 from .service import Service
+from .throttle import retry_after
 
 #: Set inside the prefetch's own reads, which must not wait for the prefetch to finish.
 in_prefetch: contextvars.ContextVar[bool] = contextvars.ContextVar("in_prefetch", default=False)
@@ -125,10 +126,13 @@ def cache_policies(config: Config) -> dict[Service, Policy]:
     """Each service's cache policy, fixed at start from the configuration."""
     stale = config.max_stale_seconds
     not_found = config.not_found_ttl
+    backoff = float(config.throttle_backoff_seconds)
     return {
-        Service.SECRETS_MANAGER: Policy(config.secrets_manager_ttl, not_found, stale),
-        Service.SSM: Policy(config.ssm_ttl, not_found, stale),
-        Service.KMS: Policy(config.kms_ttl, not_found, stale),
+        Service.SECRETS_MANAGER: Policy(
+            config.secrets_manager_ttl, not_found, stale, throttle_backoff=backoff
+        ),
+        Service.SSM: Policy(config.ssm_ttl, not_found, stale, throttle_backoff=backoff),
+        Service.KMS: Policy(config.kms_ttl, not_found, stale, throttle_backoff=backoff),
     }
 
 
@@ -252,7 +256,10 @@ class Reads:
         except SecretcacheError as exc:
             if exc.status >= 500:
                 log.warn("request.failed", status=exc.status, errorType=exc.error_type)
-            return error_response(exc, agent=agent)
+            response = error_response(exc, agent=agent)
+            if exc.retry_after is not None:  # throttled: the key's back-off (429)
+                return response._replace(headers=(("Retry-After", retry_after(exc.retry_after)),))
+            return response
         except Exception as exc:
             log.error("request.internal_error", error=type(exc).__name__, where=where(exc))
             return error_response(SecretcacheError("internal error"), agent=agent)

@@ -10,6 +10,8 @@ from secretcache.backends import BACKOFF_BASE_SECONDS, BACKOFF_CAP_SECONDS, MAX_
 from secretcache.cache import REFRESH_AHEAD_FRACTION, TTL_JITTER_FRACTION
 from secretcache.config import Config
 from secretcache.reads import SECRETS_BATCH_LIMIT, SSM_BATCH_LIMIT
+from secretcache.throttle import BACKOFF_BASE_SECONDS as THROTTLE_BASE
+from secretcache.throttle import SERVICE_MEMORY_SECONDS
 
 from fleet.model import API_SM_BATCH, API_SM_GET, API_SSM, MONTH_SECONDS, Fleet, Limits, Policy
 from fleet.population import build_population
@@ -32,6 +34,8 @@ def test_policy_defaults_are_the_extensions_constants() -> None:
     assert (p.ssm_batch_limit, p.sm_batch_limit) == (SSM_BATCH_LIMIT, SECRETS_BATCH_LIMIT)
     assert (p.ssm_ttl, p.sm_ttl) == (c.ssm_ttl, c.secrets_manager_ttl)
     assert (p.max_stale, p.not_found_ttl) == (c.max_stale_seconds, c.not_found_ttl)
+    assert p.throttle_backoff == c.throttle_backoff_seconds
+    assert (p.throttle_backoff_base, p.service_memory) == (THROTTLE_BASE, SERVICE_MEMORY_SECONDS)
 
 
 def test_same_seed_same_result_other_seed_differs() -> None:
@@ -164,13 +168,41 @@ def test_coarse_backlog_agrees_with_the_exact_path() -> None:
     exactly, both answer the same calls (the bucket decides) and fail about as many reads."""
     fleet = Fleet(sandboxes=150, shape="steady", invocations_per_second=150, horizon=600.0)
     limits = Limits(ssm_tps=3.0)
-    exact = simulate(fleet, Policy(ssm_ttl=30), limits, seed=1, dt=0.1, coarse=False)
-    coarse = simulate(fleet, Policy(ssm_ttl=30), limits, seed=1, dt=0.1, coarse=True)
+    # Without throttle memory: with it, failing reads are no longer one attempt per invocation.
+    policy = Policy(ssm_ttl=30, throttle_backoff=0)
+    exact = simulate(fleet, policy, limits, seed=1, dt=0.1, coarse=False)
+    coarse = simulate(fleet, policy, limits, seed=1, dt=0.1, coarse=True)
     answered = [r.calls[API_SSM].sum() - r.throttled[API_SSM].sum() for r in (exact, coarse)]
     assert answered[1] == pytest.approx(answered[0], rel=0.03)
     assert coarse.failed + coarse.stale == pytest.approx(exact.failed + exact.stale, rel=0.2)
     assert coarse.throttled.sum() == pytest.approx(exact.throttled.sum(), rel=0.2)
     assert coarse.events < exact.events / 5
+
+
+def test_throttle_memory_ends_the_retry_storm_without_failing_more_warm_reads() -> None:
+    """An overload of warm sandboxes (every key has a value to serve stale): with throttle
+    memory the same bucket answers the same calls, from far fewer attempts, and handlers stop
+    waiting on AWS; without it every read of an expired key retries."""
+    fleet = Fleet(sandboxes=150, shape="steady", invocations_per_second=150, horizon=600.0)
+    limits = Limits(ssm_tps=3.0)
+    before = simulate(fleet, Policy(ssm_ttl=30, throttle_backoff=0), limits, seed=1, dt=0.1)
+    after = simulate(fleet, Policy(ssm_ttl=30), limits, seed=1, dt=0.1)
+    answered = [r.calls[API_SSM].sum() - r.throttled[API_SSM].sum() for r in (before, after)]
+    assert answered[1] == pytest.approx(answered[0], rel=0.1)
+    assert after.calls[API_SSM].sum() < before.calls[API_SSM].sum() / 3
+    assert after.failed <= before.failed
+    assert after.waited < before.waited
+
+
+def test_cold_reads_during_a_back_off_each_make_one_attempt() -> None:
+    """A cold-start burst over the limit (no value to serve): every failed read made an attempt
+    of its own (one, when its key was backing off), so failed reads never outnumber throttled
+    attempts, and some reads during a back-off get through."""
+    fleet = Fleet(sandboxes=200, shape="burst", invocations_per_second=200, horizon=120.0)
+    result = simulate(fleet, Policy(), Limits(ssm_tps=5.0), seed=1, dt=0.1)
+    throttled = float(result.throttled[API_SSM].sum())
+    assert result.failed > 0
+    assert result.failed <= throttled
 
 
 @pytest.mark.parametrize(
